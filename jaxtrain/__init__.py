@@ -1,0 +1,1 @@
+"""jaxtrain: a JAX research toolkit for training models."""

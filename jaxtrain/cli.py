@@ -1,0 +1,69 @@
+"""``jaxtrain train|eval``: the command line. User mistakes exit 2 with one line, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxtrain", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    train = verbs.add_parser("train", help="train and evaluate an experiment config")
+    train.add_argument("config", nargs="?", help="YAML file under configs/")
+    train.add_argument("overrides", nargs="*", help="key.sub=value settings applied on top")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    train.add_argument("--runs-dir", help="where run directories go (default ./runs)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    evaluate = verbs.add_parser("eval", help="re-evaluate a run's best checkpoint")
+    evaluate.add_argument("run_dir")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # Imported after parsing so `--help` and argument errors stay instant.
+    from jaxtrain.config import ConfigError
+    from jaxtrain.data import DatasetError
+    from jaxtrain.runner import RunError, evaluate_run, train
+
+    try:
+        if args.verb == "train":
+            config, overrides = args.config, list(args.overrides)
+            if args.resume and config and "=" in config:
+                config, overrides = None, [config, *overrides]
+            result = train(
+                config,
+                overrides,
+                runs_dir=args.runs_dir,
+                resume=args.resume,
+                progress=not args.no_progress,
+            )
+            if result.status == "stopped":
+                print(
+                    f"stopped at step {result.step}/{result.total_steps}; continue with: "
+                    f"jaxtrain train --resume {result.run_dir}"
+                )
+                return 0
+            print(f"run directory: {result.run_dir}")
+            print(json.dumps(_headline(result.test)))
+        else:
+            result = evaluate_run(args.run_dir)
+            print(json.dumps({"step": result["step"], **_headline(result["test"])}))
+    except (ConfigError, DatasetError, RunError) as err:
+        print(f"jaxtrain: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _headline(test: dict) -> dict:
+    keys = ("accuracy", "f1_macro", "loss")
+    return {f"test_{k}": round(test[k], 4) for k in keys if k in test}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Typed, frozen experiment configuration.
+
+Every section is a frozen pydantic dataclass that owns its defaults and rejects unknown keys,
+wrong types (strict: no silent string-to-number coercion) and impossible values. Sections
+that pick an implementation (``model``, ``optimizer``) are tagged unions on their ``name``,
+so each implementation accepts exactly its own keys.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.dataclasses import dataclass
+
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+RunName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+
+
+@dataclass(config=_STRICT)
+class DataConfig:
+    """Where examples come from and how they are split and batched.
+
+    ``name`` is a dataset bundled with jaxtrain (``digits``, ``breast_cancer``) or any TFDS
+    catalog name already prepared (as array_record) in ``data_dir``.
+    """
+
+    name: Annotated[str, Field(min_length=1)]
+    data_dir: str | None = None
+    seed: int = 0
+    validation_fraction: Fraction = 0.15
+    test_fraction: Fraction = 0.2
+    normalize: Literal["none", "standard", "minmax"] = "standard"
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt = 512
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> DataConfig:
+        if self.validation_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                "validation_fraction + test_fraction must be below 0.9 so training data remains"
+            )
+        return self
+
+
+@dataclass(config=_STRICT)
+class MLPConfig:
+    """A multi-layer perceptron over the flattened input."""
+
+    name: Literal["mlp"] = "mlp"
+    hidden: tuple[PositiveInt, ...] = (256, 256)
+    activation: Literal["relu", "gelu", "tanh"] = "relu"
+    dropout: Fraction = 0.0
+
+
+@dataclass(config=_STRICT)
+class CNNConfig:
+    """A small convolutional network: conv blocks (optionally batch-normed), then a dense head."""
+
+    name: Literal["cnn"] = "cnn"
+    features: tuple[PositiveInt, ...] = (32, 64)
+    kernel_size: PositiveInt = 3
+    dense: PositiveInt = 128
+    dropout: Fraction = 0.0
+    batch_norm: bool = False
+
+
+ModelConfig = Annotated[MLPConfig | CNNConfig, Field(discriminator="name")]
+
+
+@dataclass(config=_STRICT)
+class ScheduleConfig:
+    """Learning-rate schedule: optional linear warmup from 0, then constant or cosine decay."""
+
+    name: Literal["constant", "cosine"] = "constant"
+    warmup_steps: NonNegativeInt = 0
+    final_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+@dataclass(config=_STRICT)
+class AdamConfig:
+    """Adam; ``weight_decay`` is a coupled L2 term added to the gradient."""
+
+    name: Literal["adam"] = "adam"
+    learning_rate: PositiveFloat = 1e-3
+    b1: Fraction = 0.9
+    b2: Fraction = 0.999
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = 0.0
+    grad_clip_norm: PositiveFloat | None = None
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+
+@dataclass(config=_STRICT)
+class AdamWConfig:
+    """AdamW: Adam with decoupled weight decay."""
+
+    name: Literal["adamw"] = "adamw"
+    learning_rate: PositiveFloat = 1e-3
+    b1: Fraction = 0.9
+    b2: Fraction = 0.999
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = 1e-4
+    grad_clip_norm: PositiveFloat | None = None
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+
+@dataclass(config=_STRICT)
+class SGDConfig:
+    """SGD with (optionally Nesterov) momentum; ``weight_decay`` is a coupled L2 term."""
+
+    name: Literal["sgd"] = "sgd"
+    learning_rate: PositiveFloat = 1e-2
+    momentum: Fraction = 0.9
+    nesterov: bool = False
+    weight_decay: NonNegativeFloat = 0.0
+    grad_clip_norm: PositiveFloat | None = None
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+
+
+OptimizerConfig = Annotated[AdamConfig | AdamWConfig | SGDConfig, Field(discriminator="name")]
+
+
+@dataclass(config=_STRICT)
+class CheckpointConfig:
+    """Orbax checkpoints: the latest ``keep`` plus the best by validation ``monitor``."""
+
+    keep: PositiveInt = 2
+    monitor: Literal["accuracy", "loss", "f1_macro"] = "accuracy"
+    async_save: bool = True
+
+
+@dataclass(config=_STRICT)
+class TrainConfig:
+    """The host loop: how long to train and how often to log, evaluate and checkpoint.
+
+    ``eval_every`` (steps) defaults to once per epoch; every evaluation is also a checkpoint.
+    """
+
+    epochs: PositiveInt = 10
+    eval_every: PositiveInt | None = None
+    log_every: PositiveInt = 10
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+
+@dataclass(config=_STRICT)
+class Config:
+    """One experiment: data, model, optimizer and training loop, plus a name and a seed.
+
+    ``seed`` drives parameter initialisation and dropout; ``data.seed`` drives the split and
+    the per-epoch shuffles, so the two can be varied independently.
+    """
+
+    name: RunName
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=MLPConfig)
+    optimizer: OptimizerConfig = Field(default_factory=AdamWConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    seed: int = 0

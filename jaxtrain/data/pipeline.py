@@ -1,0 +1,66 @@
+"""Batches for training (grain, seeded per-epoch shuffles, checkpointable) and evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grain
+import numpy as np
+
+from jaxtrain.data.sources import ArraySplit
+
+Batch = dict[str, np.ndarray]
+
+
+class ArraySource:
+    """A grain random-access source over an in-memory split: example i -> inputs, labels."""
+
+    def __init__(self, split: ArraySplit):
+        self._split = split
+
+    def __len__(self) -> int:
+        return len(self._split)
+
+    def __getitem__(self, index: int) -> Batch:
+        return {"inputs": self._split.inputs[index], "labels": self._split.labels[index]}
+
+
+def train_batches(split: ArraySplit, batch_size: int, epochs: int, seed: int) -> grain.MapDataset:
+    """The whole training stream: ``epochs`` passes, each in a new seeded order, batched.
+
+    Yields dicts ``{"inputs": f32[batch_size, ...], "labels": i32[batch_size]}``;
+    ``len(result) == epochs * len(split) // batch_size`` (the final partial batch is dropped,
+    a batch may span two epochs). Iterators over it save and restore their position with
+    ``get_state``/``set_state`` (or Orbax through ``grain.checkpoint``), and the order depends
+    only on ``seed``, so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+    if batch_size > len(split):
+        raise ValueError(
+            f"data.batch_size={batch_size} is larger than the training split ({len(split)})"
+        )
+    return (
+        grain.MapDataset.source(ArraySource(split))
+        .shuffle(seed=seed)
+        .repeat(epochs)
+        .batch(batch_size, drop_remainder=True)
+    )
+
+
+def eval_batches(split: ArraySplit, batch_size: int) -> Iterator[Batch]:
+    """Fixed-shape batches in order: the last one is zero-padded and ``mask`` marks real rows.
+
+    Yields ``{"inputs": f32[batch_size, ...], "labels": i32[batch_size], "mask": bool[batch_size]}``
+    so one compiled evaluation step serves every batch and split.
+    """
+    n = len(split)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        pad = batch_size - (stop - start)
+        inputs = split.inputs[start:stop]
+        labels = split.labels[start:stop]
+        mask = np.ones(stop - start, dtype=bool)
+        if pad:
+            inputs = np.concatenate([inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)])
+            labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+            mask = np.concatenate([mask, np.zeros(pad, dtype=bool)])
+        yield {"inputs": inputs, "labels": labels, "mask": mask}

@@ -1,0 +1,228 @@
+"""The host loop: ``train_and_evaluate(config, run_dir)``, the entry every runner verb reaches.
+
+Thin on purpose: arithmetic happens in the pure, jitted steps; this file moves batches in,
+metrics out, and decides when to evaluate, checkpoint and stop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxtrain.checkpoint import Checkpoints
+from jaxtrain.config import Config, config_to_dict
+from jaxtrain.data import PreparedData, prepare_data, train_batches
+from jaxtrain.logging import (
+    MetricWriter,
+    plot_confusion_matrix,
+    plot_learning_curves,
+    read_metrics,
+    truncate_after,
+    write_report,
+)
+from jaxtrain.models import build_model
+from jaxtrain.train.callbacks import Callback, chain
+from jaxtrain.train.evaluate import evaluate, scalars
+from jaxtrain.train.optim import build_optimizer
+from jaxtrain.train.state import TrainState, count_params, create_train_state
+from jaxtrain.train.step import make_eval_step, make_train_step
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a call of :func:`train_and_evaluate` achieved.
+
+    ``status`` is ``"finished"`` (all steps done, test metrics written) or ``"stopped"`` (a
+    callback or signal stopped it; a checkpoint at ``step`` allows ``--resume``).
+    """
+
+    status: str
+    step: int
+    total_steps: int
+    state: TrainState
+    test: dict[str, Any] | None
+    run_dir: Path
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """Everything built from a config before the loop runs (shared by train and eval)."""
+
+    data: PreparedData
+    model: Any
+    tx: Any
+    state: TrainState
+    total_steps: int
+
+
+def build_pieces(config: Config, data: PreparedData | None = None) -> Pieces:
+    """Data, model, optimizer and the initial state for ``config`` (deterministic in its seeds)."""
+    data = data or prepare_data(config.data)
+    total_steps = config.train.epochs * len(data.splits["train"]) // config.data.batch_size
+    model = build_model(config.model, data.num_classes)
+    tx = build_optimizer(config.optimizer, total_steps)
+    state = create_train_state(model, tx, data.input_shape, config.seed)
+    return Pieces(data, model, tx, state, total_steps)
+
+
+def train_and_evaluate(
+    config: Config,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    data: PreparedData | None = None,
+    callbacks: tuple[Callback, ...] = (),
+    progress: bool = True,
+) -> RunResult:
+    """Train ``config`` in ``run_dir`` (which must exist), evaluate, checkpoint, report.
+
+    Validation runs every ``train.eval_every`` steps (default: once per epoch) and at the end;
+    each validation is a checkpoint ranked by ``train.checkpoint.monitor``. When all steps are
+    done the best checkpoint is evaluated on the test split and ``metrics.json``, plots and
+    ``report.md`` are written. With ``resume`` the latest checkpoint in ``run_dir`` is
+    restored (state and data position) and training continues exactly where it stopped.
+    """
+    run_dir = Path(run_dir)
+    pieces = build_pieces(config, data)
+    data, state, total_steps = pieces.data, pieces.state, pieces.total_steps
+    train_split = data.splits["train"]
+    stream = train_batches(
+        train_split, config.data.batch_size, config.train.epochs, config.data.seed
+    )
+    steps_per_epoch = len(train_split) / config.data.batch_size
+    eval_every = config.train.eval_every or max(1, int(steps_per_epoch))
+    config_dict = config_to_dict(config)
+    (run_dir / "data_stats.json").write_text(json.dumps(data.normalizer.to_dict()))
+
+    train_step = jax.jit(make_train_step(pieces.model, pieces.tx))
+    eval_step = jax.jit(make_eval_step(pieces.model, data.num_classes))
+    checkpoints = Checkpoints(run_dir / "checkpoints", config.train.checkpoint)
+    iterator = iter(stream)
+    step = resumed_from = 0
+    if resume and checkpoints.latest_step() is not None:
+        step = resumed_from = checkpoints.latest_step()
+        state = checkpoints.restore(step, state, iterator)
+        truncate_after(run_dir, step)
+    callback = chain(*callbacks)
+
+    def validate_and_save(at_step: int) -> bool:
+        metrics = evaluate(eval_step, state, data.splits["validation"], config.data.eval_batch_size)
+        writer.write(at_step, "validation", scalars(metrics))
+        checkpoints.save(at_step, state, iterator, config_dict, metrics=scalars(metrics))
+        return callback.on_eval(at_step, metrics)
+
+    status = "finished"
+    window: list[dict[str, jax.Array]] = []
+    started = time.perf_counter()
+    with (
+        MetricWriter(run_dir) as writer,
+        tqdm(
+            total=total_steps, initial=step, disable=not progress, desc=config.name, unit="step"
+        ) as bar,
+    ):
+        while step < total_steps:
+            state, step_metrics = train_step(state, next(iterator))
+            step += 1
+            window.append(step_metrics)
+            if step % config.train.log_every == 0 or step == total_steps:
+                logged = _mean(window)
+                window.clear()
+                writer.write(step, "train", {"epoch": step / steps_per_epoch, **logged})
+                bar.set_postfix(loss=f"{logged['loss']:.4f}", acc=f"{logged['accuracy']:.3f}")
+            bar.update(1)
+            saved = False
+            stop = False
+            if step % eval_every == 0 or step == total_steps:
+                stop = validate_and_save(step)
+                saved = True
+            stop = callback.on_step(step) or stop
+            if stop and step < total_steps:
+                if not saved:
+                    checkpoints.save(step, state, iterator, config_dict)
+                status = "stopped"
+                break
+    train_seconds = time.perf_counter() - started
+    checkpoints.wait()
+
+    test = None
+    if status == "finished":
+        test = _finish(
+            config,
+            run_dir,
+            pieces,
+            checkpoints,
+            eval_step,
+            state,
+            {
+                "steps": step,
+                "epochs": step / steps_per_epoch,
+                "wall_time_s": train_seconds,
+                "examples_per_s": (step - resumed_from) * config.data.batch_size / train_seconds,
+                "resumed_from": resumed_from or None,
+            },
+        )
+    checkpoints.close()
+    return RunResult(status, step, total_steps, state, test, run_dir)
+
+
+def _finish(config, run_dir, pieces, checkpoints, eval_step, last_state, training) -> dict:
+    """Evaluate the best checkpoint on validation and test; write metrics.json, plots, report."""
+    best_step = checkpoints.best_step()
+    best_state = checkpoints.restore(best_step, last_state)
+    data = pieces.data
+    batch = config.data.eval_batch_size
+    validation = evaluate(eval_step, best_state, data.splits["validation"], batch)
+    test = evaluate(eval_step, best_state, data.splits["test"], batch)
+    summary = {
+        "name": config.name,
+        "best_step": best_step,
+        "monitor": f"validation {checkpoints.monitor} ({checkpoints.mode})",
+        "validation": validation,
+        "test": test,
+        "training": {**training, "best_step": best_step},
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    plots = {
+        "learning_curves": plot_learning_curves(
+            read_metrics(run_dir), run_dir / "learning_curves.png"
+        ).name,
+        "confusion_matrix": plot_confusion_matrix(
+            test["confusion_matrix"], data.class_names, run_dir / "confusion_matrix.png"
+        ).name,
+    }
+    environment_file = run_dir / "environment.json"
+    write_report(
+        run_dir,
+        {
+            "name": config.name,
+            "config": config_to_dict(config),
+            "dataset": {
+                "name": data.name,
+                "num_classes": data.num_classes,
+                "class_names": list(data.class_names),
+                "sizes": data.sizes(),
+            },
+            "model": {"name": config.model.name, "num_params": count_params(best_state.params)},
+            "training": summary["training"],
+            "validation": scalars(validation),
+            "test": test,
+            "plots": plots,
+            "environment": json.loads(environment_file.read_text())
+            if environment_file.exists()
+            else {},
+        },
+    )
+    return test
+
+
+def _mean(window: list[Mapping[str, jax.Array]]) -> dict[str, float]:
+    fetched = jax.device_get(window)
+    return {key: float(np.mean([m[key] for m in fetched])) for key in fetched[0]}

@@ -1,0 +1,52 @@
+"""The train state: one pytree of arrays, nothing static, so jit/vmap/pmap and Orbax see it all."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+
+@struct.dataclass
+class TrainState:
+    """step: i32[]; params and model_state (e.g. ``batch_stats``) are Flax variable trees;
+    opt_state is the optax state (hyperparameters inside, via ``inject_hyperparams``);
+    rng: a typed PRNG key from which step ``s`` draws ``fold_in(rng, s)``."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    model_state: Any
+    rng: jax.Array
+
+
+def create_train_state(
+    model: nn.Module, tx: optax.GradientTransformation, input_shape: Sequence[int], seed: int
+) -> TrainState:
+    """Initialise parameters for inputs shaped ``[batch, *input_shape]`` from ``seed``.
+
+    The same seed always gives the same state; the key for dropout is split off the
+    initialisation key so the two never share randomness.
+    """
+    init_key, step_key = jax.random.split(jax.random.key(seed))
+    variables = dict(
+        model.init({"params": init_key}, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    )
+    params = variables.pop("params")
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        model_state=variables,
+        rng=step_key,
+    )
+
+
+def count_params(params: Any) -> int:
+    """Number of scalar parameters in a tree."""
+    return int(sum(x.size for x in jax.tree.leaves(params)))

@@ -1,0 +1,21 @@
+"""Shared fixtures: a session-wide TFDS data directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Bundled datasets are built once per session here, never in the user's cache."""
+    path = tmp_path_factory.mktemp("tensorflow_datasets")
+    previous = os.environ.get("JAXTRAIN_DATA_DIR")
+    os.environ["JAXTRAIN_DATA_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("JAXTRAIN_DATA_DIR", None)
+    else:
+        os.environ["JAXTRAIN_DATA_DIR"] = previous
