@@ -7,8 +7,11 @@ directory, otherwise a :class:`DatasetError` says how to prepare it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,11 +101,16 @@ def _builder(name: str, data_dir: Path):
 
     builder = LOCAL_BUILDERS[name](data_dir=str(data_dir), file_format="array_record")
     if not builder.is_prepared():
-        tfds.disable_progress_bar()
-        logging.getLogger("absl").setLevel(logging.WARNING)
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+        print(
+            f"jaxtrain: building bundled dataset {name!r} in {data_dir} (first use)",
+            file=sys.stderr,
         )
+        tfds.disable_progress_bar()
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints download chatter
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+            )
     return builder
 
 

@@ -1,0 +1,258 @@
+"""Models: shapes, parameter counts (closed forms), dropout, batch norm and the registry.
+
+Tolerance: float comparisons use rtol=1e-5, atol=1e-6 (float32 on CPU; the references are the
+same operations written out with plain jax.numpy / lax, so any difference is rounding only).
+Shapes, counts and dispatch are compared exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxtrain.config import CNNConfig, MLPConfig, SGDConfig
+from jaxtrain.models import CNN, MLP, build_model
+from jaxtrain.train.optim import build_optimizer
+from jaxtrain.train.state import count_params, create_train_state
+from jaxtrain.train.step import make_train_step
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def _init(model, input_shape, seed=0):
+    """Variables for inputs ``[1, *input_shape]`` (jitted: one compile instead of one per op)."""
+    x = jnp.zeros((1, *input_shape), jnp.float32)
+    return jax.jit(lambda key: model.init({"params": key}, x, train=False))(jax.random.key(seed))
+
+
+def _abstract_init(model, input_shape):
+    """Variable shapes only (traced, never compiled): enough for shapes and counts."""
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    return jax.eval_shape(lambda x: model.init({"params": jax.random.key(0)}, x, train=False), x)
+
+
+def _eval_fn(model):
+    return jax.jit(lambda variables, x: model.apply(variables, x, train=False))
+
+
+def _train_fn(model):
+    return jax.jit(
+        lambda variables, x, key: model.apply(variables, x, train=True, rngs={"dropout": key})
+    )
+
+
+def _normal(seed, shape):
+    return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# MLP
+
+
+@pytest.mark.parametrize("input_shape", [(), (5,), (2, 3), (2, 3, 4)])
+def test_mlp_flattens_any_input_rank_to_class_logits(input_shape):
+    model = MLP(hidden=(7,), num_classes=4)
+    variables = _abstract_init(model, input_shape)
+    x = jax.ShapeDtypeStruct((3, *input_shape), jnp.float32)
+    out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+    assert out.shape == (3, 4)
+    # the first layer sees the flattened features
+    assert variables["params"]["Dense_0"]["kernel"].shape == (math.prod(input_shape), 7)
+
+
+def test_mlp_matches_hand_written_forward_pass():
+    model = MLP(hidden=(6, 5), num_classes=3, activation="tanh")
+    variables = _init(model, (2, 4))
+    p = variables["params"]
+    x = _normal(2, (3, 2, 4))
+    h = x.reshape(3, -1)
+    h = jnp.tanh(h @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+    h = jnp.tanh(h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"])
+    expected = h @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"]
+    out = _eval_fn(model)(variables, x)
+    np.testing.assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "hidden", "num_classes"),
+    [((12,), (), 3), ((12,), (8,), 3), ((2, 3, 4), (16, 8), 10), ((64,), (32, 32, 32), 2)],
+)
+def test_mlp_param_count_equals_closed_form(input_shape, hidden, num_classes):
+    model = MLP(hidden=hidden, num_classes=num_classes)
+    params = _abstract_init(model, input_shape)["params"]
+    widths = [math.prod(input_shape), *hidden, num_classes]
+    expected = sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(widths, widths[1:]))
+    assert count_params(params) == expected
+
+
+def test_mlp_dropout_is_random_in_train_and_deterministic_in_eval():
+    model = MLP(hidden=(32,), num_classes=3, dropout=0.5)
+    plain = MLP(hidden=(32,), num_classes=3, dropout=0.0)
+    variables = _init(model, (5,))
+    x = _normal(3, (4, 5))
+    train, evaluate = _train_fn(model), _eval_fn(model)
+
+    out_1, out_2 = train(variables, x, jax.random.key(1)), train(variables, x, jax.random.key(2))
+    np.testing.assert_array_equal(out_1, train(variables, x, jax.random.key(1)))  # same key
+    assert not np.allclose(out_1, out_2)  # another key, another mask
+
+    eval_out = evaluate(variables, x)
+    np.testing.assert_array_equal(eval_out, evaluate(variables, x))
+    np.testing.assert_allclose(eval_out, _eval_fn(plain)(variables, x), rtol=RTOL, atol=ATOL)
+    assert not np.allclose(out_1, eval_out)
+
+
+# ---------------------------------------------------------------------------------------------
+# CNN
+
+
+@pytest.mark.parametrize("input_shape", [(8, 8, 1), (28, 28, 1)])
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_cnn_maps_images_to_class_logits(input_shape, batch_norm):
+    model = CNN(features=(4, 8), num_classes=10, dense=16, batch_norm=batch_norm)
+    variables = _abstract_init(model, input_shape)
+    x = jax.ShapeDtypeStruct((2, *input_shape), jnp.float32)
+    out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+    assert out.shape == (2, 10)
+    assert set(variables) == ({"params", "batch_stats"} if batch_norm else {"params"})
+
+
+@pytest.mark.parametrize("bad_shape", [(2, 64), (2, 8, 8), (2, 1, 8, 8, 1)])
+def test_cnn_rejects_non_image_input_with_clear_error(bad_shape):
+    model = CNN(features=(4,), num_classes=3, dense=8)
+    with pytest.raises(ValueError, match=r"images \[batch, height, width, channels\]"):
+        model.init({"params": jax.random.key(0)}, jnp.zeros(bad_shape), train=False)
+
+
+def test_cnn_param_count_equals_closed_form():
+    # 8x8x1 -> conv 4 -> pool 4x4 -> conv 8 -> pool 2x2 -> flatten 32 -> dense 16 -> 10
+    k, cin, f1, f2, dense, classes = 3, 1, 4, 8, 16, 10
+    flat = 2 * 2 * f2
+    expected = (
+        (k * k * cin + 1) * f1 + (k * k * f1 + 1) * f2 + (flat + 1) * dense + (dense + 1) * classes
+    )
+    model = CNN(features=(f1, f2), num_classes=classes, kernel_size=k, dense=dense)
+    assert count_params(_abstract_init(model, (8, 8, cin))["params"]) == expected
+
+    # batch norm: convs lose their bias, each BN adds a scale and a bias per channel
+    expected_bn = expected - f1 - f2 + 2 * f1 + 2 * f2
+    model_bn = CNN(
+        features=(f1, f2), num_classes=classes, kernel_size=k, dense=dense, batch_norm=True
+    )
+    assert count_params(_abstract_init(model_bn, (8, 8, cin))["params"]) == expected_bn
+
+
+def test_cnn_skips_pooling_once_feature_map_is_below_2x2():
+    # 28 -> 14 -> 7 -> 3 -> 1 -> (no pool) 1 -> (no pool) 1: the dense layer sees 1*1*2
+    model = CNN(features=(2,) * 6, num_classes=3, dense=5)
+    params = _abstract_init(model, (28, 28, 1))["params"]
+    assert params["Dense_0"]["kernel"].shape == (2, 5)
+
+
+def test_cnn_dropout_is_random_in_train_and_deterministic_in_eval():
+    model = CNN(features=(4,), num_classes=3, dense=32, dropout=0.5)
+    plain = CNN(features=(4,), num_classes=3, dense=32, dropout=0.0)
+    variables = _init(model, (8, 8, 1))
+    x = _normal(6, (3, 8, 8, 1))
+    train, evaluate = _train_fn(model), _eval_fn(model)
+
+    assert not np.allclose(
+        train(variables, x, jax.random.key(1)), train(variables, x, jax.random.key(2))
+    )
+    eval_out = evaluate(variables, x)
+    np.testing.assert_array_equal(eval_out, evaluate(variables, x))
+    np.testing.assert_allclose(eval_out, _eval_fn(plain)(variables, x), rtol=RTOL, atol=ATOL)
+
+
+def test_cnn_without_batch_norm_has_no_model_state():
+    model = build_model(CNNConfig(features=(3,), dense=8), 2)
+    state = create_train_state(model, build_optimizer(SGDConfig(), 10), (6, 6, 1), seed=0)
+    assert state.model_state == {}
+
+
+def test_cnn_batch_norm_running_stats_follow_momentum_0_9_after_one_train_step():
+    model = build_model(CNNConfig(features=(3,), dense=8, batch_norm=True), 2)
+    tx = build_optimizer(SGDConfig(learning_rate=0.1, momentum=0.0), 10)
+    state = create_train_state(model, tx, (6, 6, 1), seed=0)
+
+    assert set(state.model_state) == {"batch_stats"}
+    assert "batch_stats" not in state.params
+    stats = state.model_state["batch_stats"]["BatchNorm_0"]
+    np.testing.assert_array_equal(stats["mean"], np.zeros(3))
+    np.testing.assert_array_equal(stats["var"], np.ones(3))
+
+    x = _normal(7, (4, 6, 6, 1)) * 2.0 + 0.5
+    batch = {"inputs": x, "labels": jnp.array([0, 1, 1, 0], jnp.int32)}
+    new_state, _ = jax.jit(make_train_step(model, tx))(state, batch)
+
+    # pre-BN activations by hand: a SAME conv without bias (batch norm replaces it)
+    kernel = state.params["Conv_0"]["kernel"]
+    assert "bias" not in state.params["Conv_0"]
+    pre = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    batch_mean = jnp.mean(pre, axis=(0, 1, 2))
+    batch_var = jnp.var(pre, axis=(0, 1, 2))  # biased, as batch norm uses
+    new_stats = new_state.model_state["batch_stats"]["BatchNorm_0"]
+    np.testing.assert_allclose(
+        new_stats["mean"], 0.9 * 0.0 + 0.1 * batch_mean, rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(new_stats["var"], 0.9 * 1.0 + 0.1 * batch_var, rtol=1e-4, atol=1e-5)
+
+
+def test_cnn_batch_norm_eval_uses_running_stats_and_leaves_them_unchanged():
+    model = CNN(features=(3,), num_classes=2, dense=8, batch_norm=True)
+    variables = dict(_init(model, (6, 6, 1)))
+    # non-trivial running statistics, so eval and train normalisation differ
+    variables["batch_stats"] = jax.tree.map(lambda v: v + 0.3, variables["batch_stats"])
+    x = _normal(8, (4, 6, 6, 1)) * 3.0 + 1.0
+
+    out, updated = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["batch_stats"]))(
+        variables, x
+    )
+    jax.tree.map(np.testing.assert_array_equal, updated["batch_stats"], variables["batch_stats"])
+
+    # hand forward in eval mode: conv -> (x - mean)/sqrt(var + eps)*scale + bias -> relu -> pool
+    p, bs = variables["params"], variables["batch_stats"]["BatchNorm_0"]
+    h = jax.lax.conv_general_dilated(
+        x, p["Conv_0"]["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    h = (h - bs["mean"]) / jnp.sqrt(bs["var"] + 1e-5)
+    h = h * p["BatchNorm_0"]["scale"] + p["BatchNorm_0"]["bias"]
+    h = jax.nn.relu(h)
+    h = h.reshape(4, 3, 2, 3, 2, 3).max(axis=(2, 4)).reshape(4, -1)
+    h = jax.nn.relu(h @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
+    expected = h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+    _, trained = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, x
+    )
+    assert not np.allclose(
+        trained["batch_stats"]["BatchNorm_0"]["mean"],
+        variables["batch_stats"]["BatchNorm_0"]["mean"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# registry
+
+
+def test_build_model_dispatches_mlp_config_to_mlp():
+    model = build_model(MLPConfig(hidden=(5, 4), activation="gelu", dropout=0.25), 7)
+    assert isinstance(model, MLP)
+    assert (tuple(model.hidden), model.num_classes) == ((5, 4), 7)
+    assert (model.activation, model.dropout) == ("gelu", 0.25)
+
+
+def test_build_model_dispatches_cnn_config_to_cnn():
+    config = CNNConfig(features=(3, 6), kernel_size=5, dense=9, dropout=0.1, batch_norm=True)
+    model = build_model(config, 4)
+    assert isinstance(model, CNN)
+    assert tuple(model.features) == (3, 6)
+    assert (model.num_classes, model.kernel_size, model.dense) == (4, 5, 9)
+    assert (model.dropout, model.batch_norm) == (0.1, True)
