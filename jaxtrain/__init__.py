@@ -1,1 +1,70 @@
-"""jaxtrain: a JAX research toolkit for training models."""
+"""jaxtrain: a JAX research toolkit for training models.
+
+The public API, by layer (see README "Python API"):
+
+- config:  ``load_config``, ``Config`` and its sections, ``ConfigError``
+- data:    ``prepare_data``, ``load_tfds``, ``train_batches``, ``eval_batches``,
+           ``stratified_split``, ``fit_normalizer``, ``DatasetError``
+- models:  ``build_model``, ``MLP``, ``CNN``
+- train:   ``TrainState``, ``create_train_state``, ``build_optimizer``, ``make_train_step``,
+           ``make_eval_step``, ``train_and_evaluate``, callbacks
+- metrics: ``confusion_matrix``, ``classification_metrics``
+- checkpoint / logging / runner: ``Checkpoints``, ``MetricWriter``, ``train``, ``evaluate_run``
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Public name -> module that defines it. Imported lazily (PEP 562) so that `jaxtrain --help`
+# and light uses do not pay for importing JAX, TFDS and Orbax.
+_EXPORTS = {
+    "build_model": "jaxtrain.models",
+    "build_optimizer": "jaxtrain.train",
+    "build_schedule": "jaxtrain.train",
+    "Callback": "jaxtrain.train",
+    "Checkpoints": "jaxtrain.checkpoint",
+    "classification_metrics": "jaxtrain.metrics",
+    "CNN": "jaxtrain.models",
+    "Config": "jaxtrain.config",
+    "ConfigError": "jaxtrain.config",
+    "confusion_matrix": "jaxtrain.metrics",
+    "create_train_state": "jaxtrain.train",
+    "DatasetError": "jaxtrain.data",
+    "eval_batches": "jaxtrain.data",
+    "evaluate": "jaxtrain.train",
+    "evaluate_run": "jaxtrain.runner",
+    "fit_normalizer": "jaxtrain.data",
+    "load_config": "jaxtrain.config",
+    "load_tfds": "jaxtrain.data",
+    "make_eval_step": "jaxtrain.train",
+    "make_train_step": "jaxtrain.train",
+    "MetricWriter": "jaxtrain.logging",
+    "MLP": "jaxtrain.models",
+    "prepare_data": "jaxtrain.data",
+    "stop_at_step": "jaxtrain.train",
+    "stop_on_signals": "jaxtrain.train",
+    "stratified_split": "jaxtrain.data",
+    "train": "jaxtrain.runner",
+    "train_and_evaluate": "jaxtrain.train",
+    "train_batches": "jaxtrain.data",
+    "TrainState": "jaxtrain.train",
+    "write_report": "jaxtrain.logging",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'jaxtrain' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

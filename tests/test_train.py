@@ -19,7 +19,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 from jaxtrain.cli import main
 from jaxtrain.config import dump_config, load_config
 from jaxtrain.data import prepare_data
-from jaxtrain.runner import evaluate_run, new_run_dir, train
+from jaxtrain.runner import new_run_dir, train
 from jaxtrain.train import build_pieces, stop_at_step, train_and_evaluate
 from tests.support import CONFIGS, ROOT, small_mlp_yaml
 

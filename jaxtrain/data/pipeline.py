@@ -12,17 +12,14 @@ from jaxtrain.data.sources import ArraySplit
 Batch = dict[str, np.ndarray]
 
 
-class ArraySource:
-    """A grain random-access source over an in-memory split: example i -> inputs, labels."""
+class _Gather:
+    """Batch of example indices -> the batch of examples (one vectorised numpy take)."""
 
     def __init__(self, split: ArraySplit):
         self._split = split
 
-    def __len__(self) -> int:
-        return len(self._split)
-
-    def __getitem__(self, index: int) -> Batch:
-        return {"inputs": self._split.inputs[index], "labels": self._split.labels[index]}
+    def __call__(self, indices: np.ndarray) -> Batch:
+        return {"inputs": self._split.inputs[indices], "labels": self._split.labels[indices]}
 
 
 def train_batches(split: ArraySplit, batch_size: int, epochs: int, seed: int) -> grain.MapDataset:
@@ -38,11 +35,14 @@ def train_batches(split: ArraySplit, batch_size: int, epochs: int, seed: int) ->
         raise ValueError(
             f"data.batch_size={batch_size} is larger than the training split ({len(split)})"
         )
+    # Shuffle and batch indices, then gather each batch with one numpy take: the same grain
+    # pipeline and iterator state as shuffling examples, at a fraction of the per-example cost.
     return (
-        grain.MapDataset.source(ArraySource(split))
+        grain.MapDataset.range(len(split))
         .shuffle(seed=seed)
         .repeat(epochs)
-        .batch(batch_size, drop_remainder=True)
+        .batch(batch_size, drop_remainder=True, batch_fn=np.asarray)
+        .map(_Gather(split))
     )
 
 

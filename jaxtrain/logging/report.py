@@ -72,8 +72,9 @@ def _summary_section(summary: Mapping[str, Any]) -> list[str]:
         ("parameters", f"{params:,}" if isinstance(params, int) else params),
         ("steps", training.get("steps")),
         ("epochs", f"{epochs:.2f}" if isinstance(epochs, int | float) else epochs),
-        ("wall time", _duration(training.get("wall_time_s"))),
-        ("examples/s", f"{rate:,.1f}" if isinstance(rate, int | float) else rate),
+        ("wall time (training loop)", _duration(training.get("wall_time_s"))),
+        ("first step (compilation)", _duration(training.get("compile_s"))),
+        ("examples/s (after step 1)", f"{rate:,.1f}" if isinstance(rate, int | float) else rate),
         ("best step", training.get("best_step")),
     ]
     if training.get("resumed_from") is not None:

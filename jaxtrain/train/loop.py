@@ -122,6 +122,7 @@ def train_and_evaluate(
     status = "finished"
     window: list[dict[str, jax.Array]] = []
     started = time.perf_counter()
+    first_step_s = 0.0
     with (
         MetricWriter(run_dir) as writer,
         tqdm(
@@ -131,6 +132,9 @@ def train_and_evaluate(
         while step < total_steps:
             state, step_metrics = train_step(state, next(iterator))
             step += 1
+            if not first_step_s:  # compilation happens here; keep it out of the throughput
+                jax.block_until_ready(step_metrics)
+                first_step_s = time.perf_counter() - started
             window.append(step_metrics)
             if step % config.train.log_every == 0 or step == total_steps:
                 logged = _mean(window)
@@ -165,7 +169,10 @@ def train_and_evaluate(
                 "steps": step,
                 "epochs": step / steps_per_epoch,
                 "wall_time_s": train_seconds,
-                "examples_per_s": (step - resumed_from) * config.data.batch_size / train_seconds,
+                "compile_s": first_step_s,
+                "examples_per_s": _throughput(
+                    step - resumed_from - 1, config.data.batch_size, train_seconds - first_step_s
+                ),
                 "resumed_from": resumed_from or None,
             },
         )
@@ -221,6 +228,11 @@ def _finish(config, run_dir, pieces, checkpoints, eval_step, last_state, trainin
         },
     )
     return test
+
+
+def _throughput(steps: int, batch_size: int, seconds: float) -> float | None:
+    """Training examples per second after the first (compiling) step, evaluation included."""
+    return steps * batch_size / seconds if steps > 0 and seconds > 0 else None
 
 
 def _mean(window: list[Mapping[str, jax.Array]]) -> dict[str, float]:
