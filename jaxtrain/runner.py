@@ -21,12 +21,14 @@ import jax
 from jaxtrain.checkpoint import Checkpoints
 from jaxtrain.config import Config, ConfigError, dump_config, load_config
 from jaxtrain.data import DatasetError, check_available, prepare_data
+from jaxtrain.models import check_input_shape
 from jaxtrain.train import RunResult, build_pieces, stop_on_signals, train_and_evaluate
 from jaxtrain.train.evaluate import evaluate
 from jaxtrain.train.step import make_eval_step
 
 RUNS_DIR_ENV = "JAXTRAIN_RUNS_DIR"
 CONFIG_FILE = "config.yaml"
+RESUMABLE_PREFIX = "train."  # settings a resumed run may change (length, logging, keeping)
 
 
 class RunError(ValueError):
@@ -92,6 +94,13 @@ def train(
     """
     if resume is not None:
         run_dir = _existing_run(resume)
+        frozen = [o for o in overrides if not o.startswith(RESUMABLE_PREFIX)]
+        if frozen:
+            raise ConfigError(
+                f"{run_dir / CONFIG_FILE}: {frozen[0].partition('=')[0]}: only "
+                f"{RESUMABLE_PREFIX}* settings can change when resuming (the checkpoint was "
+                "made with the rest); start a new run instead"
+            )
         config = load_config(run_dir / CONFIG_FILE, overrides)
         data = _checked_data(config)
         if overrides:
@@ -151,6 +160,10 @@ def _checked_data(config: Config):
     """Load and split the data, turning every data problem into a DatasetError."""
     check_available(config.data.name, config.data.data_dir)
     data = prepare_data(config.data)
+    try:
+        check_input_shape(config.model, data.input_shape)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     train_size = len(data.splits["train"])
     if config.data.batch_size > train_size:
         raise DatasetError(

@@ -14,6 +14,10 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tensorflow_datasets")
     previous = os.environ.get("JAXTRAIN_DATA_DIR")
     os.environ["JAXTRAIN_DATA_DIR"] = str(path)
+    from jaxtrain.data import LOCAL_BUILDERS, load_tfds
+
+    for name in LOCAL_BUILDERS:  # build once up front so no test depends on running first
+        load_tfds(name, path)
     yield path
     if previous is None:
         os.environ.pop("JAXTRAIN_DATA_DIR", None)

@@ -131,6 +131,7 @@ def _cli_error(capsys, tmp_path: Path, args: list[str]) -> str:
         ("data.name=no_such_dataset", "unknown dataset"),
         ("data.batch_size=5000", "larger than the training split"),
         ("bogus_key=1", "bogus_key (set on the command line): unknown key"),
+        ("data.name=breast_cancer model={name: cnn}", "model.name: cnn needs examples of rank 3"),
     ],
 )
 def test_cli_exits_2_with_one_line_and_writes_nothing(
@@ -138,7 +139,7 @@ def test_cli_exits_2_with_one_line_and_writes_nothing(
 ) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(small_mlp_yaml())
-    line = _cli_error(capsys, tmp_path, [str(path), override])
+    line = _cli_error(capsys, tmp_path, [str(path), *override.split(" ", 1)])
     assert needle in line
     assert "Traceback" not in line
 

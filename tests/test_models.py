@@ -1,8 +1,10 @@
 """Models: shapes, parameter counts (closed forms), dropout, batch norm and the registry.
 
-Tolerance: float comparisons use rtol=1e-5, atol=1e-6 (float32 on CPU; the references are the
-same operations written out with plain jax.numpy / lax, so any difference is rounding only).
-Shapes, counts and dispatch are compared exactly.
+References are written independently in float64 NumPy (forward passes, a SAME convolution,
+batch statistics) or are closed forms (parameter counts). Tolerance for float comparisons:
+rtol=1e-5, atol=1e-6 (the model runs in float32; the difference is rounding only). Shapes,
+counts and dispatch are compared exactly. Everything model-side is jitted or only traced
+(``jax.eval_shape``) so that the file stays fast on a small CPU.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ RTOL, ATOL = 1e-5, 1e-6
 
 def _init(model, input_shape, seed=0):
     """Variables for inputs ``[1, *input_shape]`` (jitted: one compile instead of one per op)."""
-    x = jnp.zeros((1, *input_shape), jnp.float32)
-    return jax.jit(lambda key: model.init({"params": key}, x, train=False))(jax.random.key(seed))
+    x = np.zeros((1, *input_shape), np.float32)
+    return jax.jit(lambda x: model.init({"params": jax.random.key(seed)}, x, train=False))(x)
 
 
 def _abstract_init(model, input_shape):
@@ -46,7 +48,30 @@ def _train_fn(model):
 
 
 def _normal(seed, shape):
-    return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _np(tree):
+    return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
+def _conv_same(x, kernel):
+    """NumPy SAME convolution (stride 1, odd kernel): x f64[b,h,w,c], kernel f64[k,k,c,o]."""
+    k = kernel.shape[0]
+    pad = k // 2
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    h, w = x.shape[1:3]
+    out = np.zeros((*x.shape[:3], kernel.shape[3]))
+    for i in range(k):
+        for j in range(k):
+            out += xp[:, i : i + h, j : j + w, :] @ kernel[i, j]
+    return out
+
+
+def _max_pool_2x2(x):
+    b, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2, :]
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,17 +89,23 @@ def test_mlp_flattens_any_input_rank_to_class_logits(input_shape):
     assert variables["params"]["Dense_0"]["kernel"].shape == (math.prod(input_shape), 7)
 
 
+def _mlp_forward(params, x, activation):
+    """NumPy MLP forward pass without dropout: the reference for ``train=False``."""
+    p = _np(params)
+    h = x.reshape(len(x), -1).astype(np.float64)
+    layers = sorted(p, key=lambda name: int(name.split("_")[1]))
+    for name in layers[:-1]:
+        h = activation(h @ p[name]["kernel"] + p[name]["bias"])
+    return h @ p[layers[-1]]["kernel"] + p[layers[-1]]["bias"]
+
+
 def test_mlp_matches_hand_written_forward_pass():
     model = MLP(hidden=(6, 5), num_classes=3, activation="tanh")
     variables = _init(model, (2, 4))
-    p = variables["params"]
     x = _normal(2, (3, 2, 4))
-    h = x.reshape(3, -1)
-    h = jnp.tanh(h @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
-    h = jnp.tanh(h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"])
-    expected = h @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"]
-    out = _eval_fn(model)(variables, x)
-    np.testing.assert_allclose(out, expected, rtol=RTOL, atol=ATOL)
+    assert set(variables["params"]) == {"Dense_0", "Dense_1", "Dense_2"}
+    expected = _mlp_forward(variables["params"], x, np.tanh)
+    np.testing.assert_allclose(_eval_fn(model)(variables, x), expected, rtol=RTOL, atol=ATOL)
 
 
 @pytest.mark.parametrize(
@@ -85,13 +116,12 @@ def test_mlp_param_count_equals_closed_form(input_shape, hidden, num_classes):
     model = MLP(hidden=hidden, num_classes=num_classes)
     params = _abstract_init(model, input_shape)["params"]
     widths = [math.prod(input_shape), *hidden, num_classes]
-    expected = sum((fan_in + 1) * fan_out for fan_in, fan_out in zip(widths, widths[1:]))
+    expected = sum((n_in + 1) * n_out for n_in, n_out in zip(widths, widths[1:], strict=False))
     assert count_params(params) == expected
 
 
 def test_mlp_dropout_is_random_in_train_and_deterministic_in_eval():
     model = MLP(hidden=(32,), num_classes=3, dropout=0.5)
-    plain = MLP(hidden=(32,), num_classes=3, dropout=0.0)
     variables = _init(model, (5,))
     x = _normal(3, (4, 5))
     train, evaluate = _train_fn(model), _eval_fn(model)
@@ -102,7 +132,8 @@ def test_mlp_dropout_is_random_in_train_and_deterministic_in_eval():
 
     eval_out = evaluate(variables, x)
     np.testing.assert_array_equal(eval_out, evaluate(variables, x))
-    np.testing.assert_allclose(eval_out, _eval_fn(plain)(variables, x), rtol=RTOL, atol=ATOL)
+    no_dropout = _mlp_forward(variables["params"], x, lambda h: np.maximum(h, 0.0))
+    np.testing.assert_allclose(eval_out, no_dropout, rtol=RTOL, atol=ATOL)
     assert not np.allclose(out_1, eval_out)
 
 
@@ -124,8 +155,9 @@ def test_cnn_maps_images_to_class_logits(input_shape, batch_norm):
 @pytest.mark.parametrize("bad_shape", [(2, 64), (2, 8, 8), (2, 1, 8, 8, 1)])
 def test_cnn_rejects_non_image_input_with_clear_error(bad_shape):
     model = CNN(features=(4,), num_classes=3, dense=8)
+    x = jax.ShapeDtypeStruct(bad_shape, jnp.float32)
     with pytest.raises(ValueError, match=r"images \[batch, height, width, channels\]"):
-        model.init({"params": jax.random.key(0)}, jnp.zeros(bad_shape), train=False)
+        jax.eval_shape(lambda x: model.init({"params": jax.random.key(0)}, x, train=False), x)
 
 
 def test_cnn_param_count_equals_closed_form():
@@ -146,38 +178,56 @@ def test_cnn_param_count_equals_closed_form():
     assert count_params(_abstract_init(model_bn, (8, 8, cin))["params"]) == expected_bn
 
 
-def test_cnn_skips_pooling_once_feature_map_is_below_2x2():
-    # 28 -> 14 -> 7 -> 3 -> 1 -> (no pool) 1 -> (no pool) 1: the dense layer sees 1*1*2
-    model = CNN(features=(2,) * 6, num_classes=3, dense=5)
-    params = _abstract_init(model, (28, 28, 1))["params"]
-    assert params["Dense_0"]["kernel"].shape == (2, 5)
+@pytest.mark.parametrize(
+    ("size", "depth"),
+    [
+        (8, 4),  # 8 -> 4 -> 2 -> 1 (a 2x2 map is still pooled) -> 1 (no pool below 2x2)
+        (28, 6),  # 28 -> 14 -> 7 -> 3 -> 1 -> 1 -> 1
+    ],
+)
+def test_cnn_pools_2x2_maps_and_skips_pooling_below_2x2(size, depth):
+    model = CNN(features=(2,) * depth, num_classes=3, dense=5)
+    params = _abstract_init(model, (size, size, 1))["params"]
+    assert params["Dense_0"]["kernel"].shape == (1 * 1 * 2, 5)
 
 
-def test_cnn_dropout_is_random_in_train_and_deterministic_in_eval():
+def test_cnn_matches_hand_written_forward_pass_and_dropout_only_acts_in_train():
     model = CNN(features=(4,), num_classes=3, dense=32, dropout=0.5)
-    plain = CNN(features=(4,), num_classes=3, dense=32, dropout=0.0)
-    variables = _init(model, (8, 8, 1))
-    x = _normal(6, (3, 8, 8, 1))
+    variables = _init(model, (6, 6, 1))
+    x = _normal(6, (3, 6, 6, 1))
     train, evaluate = _train_fn(model), _eval_fn(model)
 
-    assert not np.allclose(
-        train(variables, x, jax.random.key(1)), train(variables, x, jax.random.key(2))
-    )
+    p = _np(variables["params"])
+    h = _conv_same(x.astype(np.float64), p["Conv_0"]["kernel"]) + p["Conv_0"]["bias"]
+    h = _max_pool_2x2(np.maximum(h, 0.0)).reshape(3, -1)
+    h = np.maximum(h @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"], 0.0)
+    expected = h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]  # no dropout in eval
+
     eval_out = evaluate(variables, x)
+    np.testing.assert_allclose(eval_out, expected, rtol=RTOL, atol=ATOL)
     np.testing.assert_array_equal(eval_out, evaluate(variables, x))
-    np.testing.assert_allclose(eval_out, _eval_fn(plain)(variables, x), rtol=RTOL, atol=ATOL)
+    out_1 = train(variables, x, jax.random.key(1))
+    assert not np.allclose(out_1, train(variables, x, jax.random.key(2)))
+    assert not np.allclose(out_1, expected)
 
 
 def test_cnn_without_batch_norm_has_no_model_state():
     model = build_model(CNNConfig(features=(3,), dense=8), 2)
-    state = create_train_state(model, build_optimizer(SGDConfig(), 10), (6, 6, 1), seed=0)
+    tx = build_optimizer(SGDConfig(), 10)
+    state = jax.eval_shape(lambda: create_train_state(model, tx, (6, 6, 1), seed=0))
     assert state.model_state == {}
 
 
-def test_cnn_batch_norm_running_stats_follow_momentum_0_9_after_one_train_step():
+@pytest.fixture(scope="module")
+def bn_cnn():
+    """A batch-normed CNN for 6x6x1 images, plain SGD and its initial train state."""
     model = build_model(CNNConfig(features=(3,), dense=8, batch_norm=True), 2)
     tx = build_optimizer(SGDConfig(learning_rate=0.1, momentum=0.0), 10)
-    state = create_train_state(model, tx, (6, 6, 1), seed=0)
+    return model, tx, jax.jit(lambda: create_train_state(model, tx, (6, 6, 1), seed=0))()
+
+
+def test_cnn_batch_norm_running_stats_follow_momentum_0_9_after_one_train_step(bn_cnn):
+    model, tx, state = bn_cnn
 
     assert set(state.model_state) == {"batch_stats"}
     assert "batch_stats" not in state.params
@@ -186,56 +236,49 @@ def test_cnn_batch_norm_running_stats_follow_momentum_0_9_after_one_train_step()
     np.testing.assert_array_equal(stats["var"], np.ones(3))
 
     x = _normal(7, (4, 6, 6, 1)) * 2.0 + 0.5
-    batch = {"inputs": x, "labels": jnp.array([0, 1, 1, 0], jnp.int32)}
+    batch = {"inputs": x, "labels": np.array([0, 1, 1, 0], np.int32)}
     new_state, _ = jax.jit(make_train_step(model, tx))(state, batch)
 
     # pre-BN activations by hand: a SAME conv without bias (batch norm replaces it)
-    kernel = state.params["Conv_0"]["kernel"]
     assert "bias" not in state.params["Conv_0"]
-    pre = jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-    batch_mean = jnp.mean(pre, axis=(0, 1, 2))
-    batch_var = jnp.var(pre, axis=(0, 1, 2))  # biased, as batch norm uses
+    pre = _conv_same(x.astype(np.float64), _np(state.params["Conv_0"]["kernel"]))
+    batch_mean = pre.mean(axis=(0, 1, 2))
+    batch_var = pre.var(axis=(0, 1, 2))  # biased, as batch norm uses
     new_stats = new_state.model_state["batch_stats"]["BatchNorm_0"]
     np.testing.assert_allclose(
-        new_stats["mean"], 0.9 * 0.0 + 0.1 * batch_mean, rtol=1e-4, atol=1e-5
+        new_stats["mean"], 0.9 * 0.0 + 0.1 * batch_mean, rtol=1e-4, atol=1e-6
     )
-    np.testing.assert_allclose(new_stats["var"], 0.9 * 1.0 + 0.1 * batch_var, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(new_stats["var"], 0.9 * 1.0 + 0.1 * batch_var, rtol=1e-4, atol=1e-6)
 
 
-def test_cnn_batch_norm_eval_uses_running_stats_and_leaves_them_unchanged():
-    model = CNN(features=(3,), num_classes=2, dense=8, batch_norm=True)
-    variables = dict(_init(model, (6, 6, 1)))
+def test_cnn_batch_norm_eval_uses_running_stats_and_leaves_them_unchanged(bn_cnn):
+    model, _, state = bn_cnn
     # non-trivial running statistics, so eval and train normalisation differ
-    variables["batch_stats"] = jax.tree.map(lambda v: v + 0.3, variables["batch_stats"])
+    stats = jax.tree.map(lambda v: v + 0.3, state.model_state["batch_stats"])
+    variables = {"params": state.params, "batch_stats": stats}
     x = _normal(8, (4, 6, 6, 1)) * 3.0 + 1.0
 
-    out, updated = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["batch_stats"]))(
-        variables, x
-    )
+    out, updated = jax.jit(
+        lambda variables, x: model.apply(variables, x, train=False, mutable=["batch_stats"])
+    )(variables, x)
     jax.tree.map(np.testing.assert_array_equal, updated["batch_stats"], variables["batch_stats"])
 
-    # hand forward in eval mode: conv -> (x - mean)/sqrt(var + eps)*scale + bias -> relu -> pool
-    p, bs = variables["params"], variables["batch_stats"]["BatchNorm_0"]
-    h = jax.lax.conv_general_dilated(
-        x, p["Conv_0"]["kernel"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-    h = (h - bs["mean"]) / jnp.sqrt(bs["var"] + 1e-5)
-    h = h * p["BatchNorm_0"]["scale"] + p["BatchNorm_0"]["bias"]
-    h = jax.nn.relu(h)
-    h = h.reshape(4, 3, 2, 3, 2, 3).max(axis=(2, 4)).reshape(4, -1)
-    h = jax.nn.relu(h @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"])
-    expected = h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
-    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    # hand forward: conv -> (x - mean)/sqrt(var + eps)*scale + bias -> relu -> pool -> dense
+    p = _np(variables["params"])
 
-    _, trained = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
-        variables, x
-    )
-    assert not np.allclose(
-        trained["batch_stats"]["BatchNorm_0"]["mean"],
-        variables["batch_stats"]["BatchNorm_0"]["mean"],
-    )
+    def forward(mean, var):
+        h = (conv - mean) / np.sqrt(var + 1e-5)
+        h = h * p["BatchNorm_0"]["scale"] + p["BatchNorm_0"]["bias"]
+        h = _max_pool_2x2(np.maximum(h, 0.0)).reshape(4, -1)
+        h = np.maximum(h @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"], 0.0)
+        return h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+
+    conv = _conv_same(x.astype(np.float64), p["Conv_0"]["kernel"])
+    running = _np(stats["BatchNorm_0"])
+    expected = forward(running["mean"], running["var"])
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    # normalising with the batch's own statistics (train mode) would give another output
+    assert not np.allclose(out, forward(conv.mean((0, 1, 2)), conv.var((0, 1, 2))), atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------

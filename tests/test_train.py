@@ -214,3 +214,15 @@ def test_default_experiments_reach_their_accuracy(
 ) -> None:
     result = train(CONFIGS / config_name, runs_dir=tmp_path, progress=False)
     assert result.test["accuracy"] >= threshold
+
+
+def test_resume_refuses_to_change_settings_the_checkpoint_depends_on(
+    finished_run, capsys
+) -> None:
+    run_dir = finished_run.run_dir
+    before = (run_dir / "config.yaml").read_text()
+    code = main(["train", "--resume", str(run_dir), "model.hidden=[8]", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "model.hidden: only train.* settings can change when resuming" in err
+    assert (run_dir / "config.yaml").read_text() == before

@@ -124,7 +124,7 @@ def train_and_evaluate(
     started = time.perf_counter()
     first_step_s = 0.0
     with (
-        MetricWriter(run_dir) as writer,
+        MetricWriter(run_dir, purge_step=resumed_from + 1 if resumed_from else None) as writer,
         tqdm(
             total=total_steps, initial=step, disable=not progress, desc=config.name, unit="step"
         ) as bar,
