@@ -180,3 +180,14 @@ def test_eval_batches_pad_the_last_batch_and_mask_it() -> None:
     assert [int(b["mask"].sum()) for b in batches] == [4, 4, 2]
     labels = np.concatenate([b["labels"][b["mask"]] for b in batches])
     np.testing.assert_array_equal(labels, np.arange(10))
+
+
+def test_prepared_catalog_dataset_is_read_through_the_catalog_path(data_dir) -> None:
+    # The bundled builders are registered TFDS datasets too; once prepared, asking for one by
+    # its TFDS name goes through the catalog branch (no build) and must read the same data.
+    through_catalog = load_tfds("jaxtrain_breast_cancer", data_dir)
+    bundled = load_tfds("breast_cancer", data_dir)
+    np.testing.assert_array_equal(
+        through_catalog.splits["train"].inputs, bundled.splits["train"].inputs
+    )
+    assert through_catalog.class_names == bundled.class_names

@@ -98,17 +98,11 @@ class AdamConfig:
 
 
 @dataclass(config=_STRICT)
-class AdamWConfig:
-    """AdamW: Adam with decoupled weight decay."""
+class AdamWConfig(AdamConfig):
+    """AdamW: Adam with decoupled weight decay (the same keys as adam, decay on by default)."""
 
     name: Literal["adamw"] = "adamw"
-    learning_rate: PositiveFloat = 1e-3
-    b1: Fraction = 0.9
-    b2: Fraction = 0.999
-    eps: PositiveFloat = 1e-8
     weight_decay: NonNegativeFloat = 1e-4
-    grad_clip_norm: PositiveFloat | None = None
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
 
 @dataclass(config=_STRICT)

@@ -125,6 +125,11 @@ def _catalog_builder(name: str, data_dir: Path):
             f"data.name: unknown dataset {name!r}: not bundled with jaxtrain ({bundled}) "
             "and not in the TFDS catalog"
         ) from None
+    except Exception as err:  # noqa: BLE001 - a catalog builder may need packages we lack
+        raise DatasetError(
+            f"data.name: the TFDS builder for {name!r} cannot be created here "
+            f"({type(err).__name__}: {err})"
+        ) from None
     if not builder.is_prepared():
         raise DatasetError(
             f"data.name: TFDS dataset {name!r} is not prepared in {data_dir}, and jaxtrain never "

@@ -126,7 +126,11 @@ def train_and_evaluate(
     with (
         MetricWriter(run_dir, purge_step=resumed_from + 1 if resumed_from else None) as writer,
         tqdm(
-            total=total_steps, initial=step, disable=not progress, desc=config.name, unit="step"
+            total=total_steps,
+            initial=step,
+            disable=None if progress else True,  # None: off when stderr is not a terminal
+            desc=config.name,
+            unit="step",
         ) as bar,
     ):
         while step < total_steps:
