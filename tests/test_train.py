@@ -216,9 +216,7 @@ def test_default_experiments_reach_their_accuracy(
     assert result.test["accuracy"] >= threshold
 
 
-def test_resume_refuses_to_change_settings_the_checkpoint_depends_on(
-    finished_run, capsys
-) -> None:
+def test_resume_refuses_to_change_settings_the_checkpoint_depends_on(finished_run, capsys) -> None:
     run_dir = finished_run.run_dir
     before = (run_dir / "config.yaml").read_text()
     code = main(["train", "--resume", str(run_dir), "model.hidden=[8]", "--no-progress"])
@@ -226,3 +224,18 @@ def test_resume_refuses_to_change_settings_the_checkpoint_depends_on(
     err = capsys.readouterr().err
     assert "model.hidden: only train.* settings can change when resuming" in err
     assert (run_dir / "config.yaml").read_text() == before
+
+
+def test_resume_without_any_checkpoint_starts_over_cleanly(tmp_path: Path) -> None:
+    # A run killed before its first checkpoint left only log lines; resuming redoes them.
+    _, config = _config(tmp_path, ["train.epochs=1"])
+    run_dir = new_run_dir(tmp_path / "runs", config.name)
+    dump_config(config, run_dir / "config.yaml")
+    (run_dir / "metrics.jsonl").write_text('{"step": 5, "split": "train", "loss": 9.0}\n')
+    resumed = train(None, resume=run_dir, progress=False)
+    (tmp_path / "straight").mkdir()
+    straight = train_and_evaluate(config, tmp_path / "straight", progress=False)
+    assert _leaves_equal(resumed.state, straight.state)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(r.get("loss") != 9.0 for r in records)
+    assert [r["step"] for r in records if r["split"] == "train"][0] == 5

@@ -92,25 +92,31 @@ def train_and_evaluate(
     """
     run_dir = Path(run_dir)
     pieces = build_pieces(config, data)
-    data, state, total_steps = pieces.data, pieces.state, pieces.total_steps
-    train_split = data.splits["train"]
     stream = train_batches(
-        train_split, config.data.batch_size, config.train.epochs, config.data.seed
+        pieces.data.splits["train"], config.data.batch_size, config.train.epochs, config.data.seed
     )
-    steps_per_epoch = len(train_split) / config.data.batch_size
+    (run_dir / "data_stats.json").write_text(json.dumps(pieces.data.normalizer.to_dict()))
+    checkpoints = Checkpoints(run_dir / "checkpoints", config.train.checkpoint)
+    try:
+        return _run(config, run_dir, pieces, checkpoints, iter(stream), resume, callbacks, progress)
+    finally:
+        checkpoints.close()  # also on errors, so no save thread outlives the call
+
+
+def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, progress) -> RunResult:
+    """The loop proper (see :func:`train_and_evaluate`)."""
+    data, state, total_steps = pieces.data, pieces.state, pieces.total_steps
+    steps_per_epoch = len(data.splits["train"]) / config.data.batch_size
     eval_every = config.train.eval_every or max(1, int(steps_per_epoch))
     config_dict = config_to_dict(config)
-    (run_dir / "data_stats.json").write_text(json.dumps(data.normalizer.to_dict()))
-
     train_step = jax.jit(make_train_step(pieces.model, pieces.tx))
     eval_step = jax.jit(make_eval_step(pieces.model, data.num_classes))
-    checkpoints = Checkpoints(run_dir / "checkpoints", config.train.checkpoint)
-    iterator = iter(stream)
     step = resumed_from = 0
-    if resume and checkpoints.latest_step() is not None:
-        step = resumed_from = checkpoints.latest_step()
-        state = checkpoints.restore(step, state, iterator)
-        truncate_after(run_dir, step)
+    if resume:
+        if checkpoints.latest_step() is not None:
+            step = resumed_from = checkpoints.latest_step()
+            state = checkpoints.restore(step, state, iterator)
+        truncate_after(run_dir, step)  # log lines written after the checkpoint are redone
     callback = chain(*callbacks)
 
     def validate_and_save(at_step: int) -> bool:
@@ -146,14 +152,10 @@ def train_and_evaluate(
                 writer.write(step, "train", {"epoch": step / steps_per_epoch, **logged})
                 bar.set_postfix(loss=f"{logged['loss']:.4f}", acc=f"{logged['accuracy']:.3f}")
             bar.update(1)
-            saved = False
-            stop = False
-            if step % eval_every == 0 or step == total_steps:
-                stop = validate_and_save(step)
-                saved = True
-            stop = callback.on_step(step) or stop
-            if stop and step < total_steps:
-                if not saved:
+            evaluated = step % eval_every == 0 or step == total_steps
+            stop = validate_and_save(step) if evaluated else False
+            if (callback.on_step(step) or stop) and step < total_steps:
+                if not evaluated:  # an evaluation already saved this step
                     checkpoints.save(step, state, iterator, config_dict)
                 status = "stopped"
                 break
@@ -180,7 +182,6 @@ def train_and_evaluate(
                 "resumed_from": resumed_from or None,
             },
         )
-    checkpoints.close()
     return RunResult(status, step, total_steps, state, test, run_dir)
 
 
