@@ -20,7 +20,7 @@ import jax
 
 from jaxtrain.checkpoint import Checkpoints
 from jaxtrain.config import Config, ConfigError, dump_config, load_config
-from jaxtrain.data import DatasetError, check_available, prepare_data
+from jaxtrain.data import DatasetError, Normalizer, PreparedData, check_available, prepare_data
 from jaxtrain.models import check_input_shape
 from jaxtrain.train import RunResult, build_pieces, stop_on_signals, train_and_evaluate
 from jaxtrain.train.evaluate import evaluate
@@ -28,6 +28,7 @@ from jaxtrain.train.step import make_eval_step
 
 RUNS_DIR_ENV = "JAXTRAIN_RUNS_DIR"
 CONFIG_FILE = "config.yaml"
+DATA_STATS_FILE = "data_stats.json"
 RESUMABLE_PREFIX = "train."  # settings a resumed run may change (length, logging, keeping)
 
 
@@ -102,14 +103,14 @@ def train(
                 "made with the rest); start a new run instead"
             )
         config = load_config(run_dir / CONFIG_FILE, overrides)
-        data = _checked_data(config)
+        data = _checked_data(config, run_dir / CONFIG_FILE, _stored_normalizer(run_dir))
         if overrides:
             dump_config(config, run_dir / CONFIG_FILE)
     else:
         if config_path is None:
             raise ConfigError("a config file is required (or --resume RUN_DIR)")
         config = load_config(config_path, overrides)
-        data = _checked_data(config)
+        data = _checked_data(config, config_path)
         run_dir = new_run_dir(Path(runs_dir) if runs_dir else default_runs_dir(), config.name)
         dump_config(config, run_dir / CONFIG_FILE)
         (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
@@ -131,7 +132,8 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     """
     run_dir = _existing_run(run_dir)
     config = load_config(run_dir / CONFIG_FILE)
-    pieces = build_pieces(config, _checked_data(config))
+    data = _checked_data(config, run_dir / CONFIG_FILE, _stored_normalizer(run_dir))
+    pieces = build_pieces(config, data)
     checkpoints = Checkpoints(run_dir / "checkpoints", config.train.checkpoint)
     step = checkpoints.best_step()
     if step is None:
@@ -149,6 +151,12 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     return result
 
 
+def _stored_normalizer(run_dir: Path) -> Normalizer | None:
+    """The normalisation fitted when the run started, so later calls reuse it exactly."""
+    path = run_dir / DATA_STATS_FILE
+    return Normalizer.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
 def _existing_run(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
@@ -156,18 +164,21 @@ def _existing_run(run_dir: str | Path) -> Path:
     return run_dir
 
 
-def _checked_data(config: Config):
-    """Load and split the data, turning every data problem into a DatasetError."""
-    check_available(config.data.name, config.data.data_dir)
-    data = prepare_data(config.data)
+def _checked_data(
+    config: Config, source: str | Path, normalizer: Normalizer | None = None
+) -> PreparedData:
+    """Load and split the data; every problem becomes one error line naming ``source`` (the
+    config file) and the key."""
     try:
+        check_available(config.data.name, config.data.data_dir)
+        data = prepare_data(config.data, normalizer)
         check_input_shape(config.model, data.input_shape)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    train_size = len(data.splits["train"])
-    if config.data.batch_size > train_size:
-        raise DatasetError(
-            f"data.batch_size: {config.data.batch_size} is larger than the training split "
-            f"({train_size} examples)"
-        )
+        train_size = len(data.splits["train"])
+        if config.data.batch_size > train_size:
+            raise DatasetError(
+                f"data.batch_size: {config.data.batch_size} is larger than the training split "
+                f"({train_size} examples)"
+            )
+    except (DatasetError, ValueError) as err:
+        raise DatasetError(f"{source}: {err}") from None
     return data

@@ -141,6 +141,7 @@ def test_cli_exits_2_with_one_line_and_writes_nothing(
     path.write_text(small_mlp_yaml())
     line = _cli_error(capsys, tmp_path, [str(path), *override.split(" ", 1)])
     assert needle in line
+    assert str(path) in line, "the error names the config file"
     assert "Traceback" not in line
 
 

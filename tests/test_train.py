@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_su
 from jaxtrain.cli import main
 from jaxtrain.config import dump_config, load_config
 from jaxtrain.data import prepare_data
-from jaxtrain.runner import new_run_dir, train
+from jaxtrain.runner import evaluate_run, new_run_dir, train
 from jaxtrain.train import build_pieces, stop_at_step, train_and_evaluate
 from tests.support import CONFIGS, ROOT, small_mlp_yaml
 
@@ -239,3 +240,13 @@ def test_resume_without_any_checkpoint_starts_over_cleanly(tmp_path: Path) -> No
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(r.get("loss") != 9.0 for r in records)
     assert [r["step"] for r in records if r["split"] == "train"][0] == 5
+
+
+def test_eval_reuses_the_normalisation_stored_with_the_run(finished_run, tmp_path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run.run_dir, copy)
+    stats = json.loads((copy / "data_stats.json").read_text())
+    original = evaluate_run(copy)["test"]["loss"]
+    stats["shift"] = [s + 3.0 for s in stats["shift"]]  # a different, wrong normalisation
+    (copy / "data_stats.json").write_text(json.dumps(stats))
+    assert evaluate_run(copy)["test"]["loss"] != original

@@ -41,11 +41,12 @@ class PreparedData:
         return {name: len(split) for name, split in self.splits.items()}
 
 
-def prepare_data(config: DataConfig) -> PreparedData:
+def prepare_data(config: DataConfig, normalizer: Normalizer | None = None) -> PreparedData:
     """Load ``config.name``, make the held-out splits, fit normalisation on train only.
 
     A source's own ``validation``/``test`` splits are used as they are; whichever is missing is
-    carved from its ``train`` split, stratified by label with ``config.seed``.
+    carved from its ``train`` split, stratified by label with ``config.seed``. A ``normalizer``
+    stored with a run is applied instead of refitting (evaluation and resume reuse it).
     """
     raw = load_tfds(config.name, config.data_dir)
     if "train" not in raw.splits:
@@ -69,7 +70,8 @@ def prepare_data(config: DataConfig) -> PreparedData:
                 f"data: the {name} split of {config.name} is empty; "
                 "raise data.validation_fraction / data.test_fraction or use more data"
             )
-    normalizer = fit_normalizer(splits["train"].inputs, config.normalize)
+    if normalizer is None:
+        normalizer = fit_normalizer(splits["train"].inputs, config.normalize)
     normalized = {
         name: ArraySplit(normalizer(splits[name].inputs), splits[name].labels.astype(np.int32))
         for name in SPLITS
