@@ -99,19 +99,33 @@ def _builder(name: str, data_dir: Path):
         return _catalog_builder(name, data_dir)
     import tensorflow_datasets as tfds
 
-    builder = LOCAL_BUILDERS[name](data_dir=str(data_dir), file_format="array_record")
-    if not builder.is_prepared():
-        print(
-            f"jaxtrain: building bundled dataset {name!r} in {data_dir} (first use)",
-            file=sys.stderr,
-        )
-        tfds.disable_progress_bar()
-        logging.getLogger("absl").setLevel(logging.ERROR)
-        with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints download chatter
+    with _quiet_tfds():  # an unbuilt dataset is expected here, not worth a warning
+        builder = LOCAL_BUILDERS[name](data_dir=str(data_dir), file_format="array_record")
+        if not builder.is_prepared():
+            print(
+                f"jaxtrain: building bundled dataset {name!r} in {data_dir} (first use)",
+                file=sys.stderr,
+            )
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(try_download_gcs=False)
             )
     return builder
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+    """Silence TFDS's download chatter (stdout, progress bars, absl warnings) for a moment."""
+    import tensorflow_datasets as tfds
+
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    tfds.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        absl_logger.setLevel(level)
 
 
 def _catalog_builder(name: str, data_dir: Path):
