@@ -24,11 +24,11 @@ from jaxtrain.data import DatasetError, Normalizer, PreparedData, check_availabl
 from jaxtrain.models import check_input_shape
 from jaxtrain.train import RunResult, build_pieces, stop_on_signals, train_and_evaluate
 from jaxtrain.train.evaluate import evaluate
+from jaxtrain.train.loop import DATA_STATS_FILE
 from jaxtrain.train.step import make_eval_step
 
 RUNS_DIR_ENV = "JAXTRAIN_RUNS_DIR"
 CONFIG_FILE = "config.yaml"
-DATA_STATS_FILE = "data_stats.json"
 RESUMABLE_PREFIX = "train."  # settings a resumed run may change (length, logging, keeping)
 
 

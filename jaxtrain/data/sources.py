@@ -114,7 +114,8 @@ def _builder(name: str, data_dir: Path):
 
 @contextlib.contextmanager
 def _quiet_tfds():
-    """Silence TFDS's download chatter (stdout, progress bars, absl warnings) for a moment."""
+    """Silence TFDS's build chatter: stdout and absl warnings for the block, and its progress
+    bars for good (TFDS has no way to ask whether they were on)."""
     import tensorflow_datasets as tfds
 
     absl_logger = logging.getLogger("absl")

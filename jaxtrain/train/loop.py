@@ -35,6 +35,8 @@ from jaxtrain.train.optim import build_optimizer
 from jaxtrain.train.state import TrainState, count_params, create_train_state
 from jaxtrain.train.step import make_eval_step, make_train_step
 
+DATA_STATS_FILE = "data_stats.json"  # the training split's normalisation, reused on resume/eval
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -95,7 +97,7 @@ def train_and_evaluate(
     stream = train_batches(
         pieces.data.splits["train"], config.data.batch_size, config.train.epochs, config.data.seed
     )
-    (run_dir / "data_stats.json").write_text(json.dumps(pieces.data.normalizer.to_dict()))
+    (run_dir / DATA_STATS_FILE).write_text(json.dumps(pieces.data.normalizer.to_dict()))
     checkpoints = Checkpoints(run_dir / "checkpoints", config.train.checkpoint)
     try:
         return _run(config, run_dir, pieces, checkpoints, iter(stream), resume, callbacks, progress)
