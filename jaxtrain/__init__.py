@@ -5,11 +5,14 @@ The public API, by layer (see README "Python API"):
 - config:  ``load_config``, ``Config`` and its sections, ``ConfigError``
 - data:    ``prepare_data``, ``load_tfds``, ``train_batches``, ``eval_batches``,
            ``stratified_split``, ``fit_normalizer``, ``DatasetError``
-- models:  ``build_model``, ``MLP``, ``CNN``
+- models:  ``build_model``, ``MLP``, ``CNN``, ``ResNet``, ``Linear``, ``TransformerLM``,
+           ``ViT``, ``generate``, ``fit_least_squares``, ``fit_tree``, ``fit_forest``
 - train:   ``TrainState``, ``create_train_state``, ``build_optimizer``, ``make_train_step``,
            ``make_eval_step``, ``train_and_evaluate``, callbacks
-- metrics: ``confusion_matrix``, ``classification_metrics``
-- checkpoint / logging / runner: ``Checkpoints``, ``MetricWriter``, ``train``, ``evaluate_run``
+- metrics: ``confusion_matrix``, ``classification_metrics`` and the rest of
+           ``jaxtrain.metrics`` (ranking, probabilistic, regression, fairness, bootstrap)
+- checkpoint / logging / runner: ``Checkpoints``, ``MetricWriter``, ``train``, ``evaluate_run``,
+           ``generate_text``
 """
 
 from __future__ import annotations
@@ -53,6 +56,20 @@ _EXPORTS = {
     "train_batches": "jaxtrain.data",
     "TrainState": "jaxtrain.train",
     "write_report": "jaxtrain.logging",
+    "ResNet": "jaxtrain.models",
+    "Linear": "jaxtrain.models",
+    "TransformerLM": "jaxtrain.models",
+    "ViT": "jaxtrain.models",
+    "generate": "jaxtrain.models",
+    "fit_least_squares": "jaxtrain.models",
+    "fit_tree": "jaxtrain.models.trees",
+    "fit_forest": "jaxtrain.models.trees",
+    "predict_tree": "jaxtrain.models.trees",
+    "predict_forest": "jaxtrain.models.trees",
+    "generate_text": "jaxtrain.runner",
+    "Task": "jaxtrain.train.tasks",
+    "task_for": "jaxtrain.train.tasks",
+    "fit_and_evaluate": "jaxtrain.train.fit",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -17,15 +17,20 @@ import orbax.checkpoint as ocp
 
 from jaxtrain.config import CheckpointConfig
 
-_MINIMISED = {"loss"}
-
 
 class Checkpoints:
     """A run's ``checkpoints/`` folder. Metrics given to :meth:`save` rank the best step."""
 
-    def __init__(self, directory: str | Path, config: CheckpointConfig):
-        self.monitor = config.monitor
-        self.mode = "min" if config.monitor in _MINIMISED else "max"
+    def __init__(
+        self,
+        directory: str | Path,
+        config: CheckpointConfig,
+        monitor: str = "accuracy",
+        mode: str = "max",
+    ):
+        """``monitor`` names the validation metric that ranks steps; ``mode`` "min" or "max"."""
+        self.monitor = monitor
+        self.mode = mode
         policies = ocp.checkpoint_managers
         best = policies.BestN(
             get_metric_fn=self._score,

@@ -1,4 +1,4 @@
-"""``jaxtrain train|eval``: the command line. User mistakes exit 2 with one line, no traceback."""
+"""``jaxtrain train|eval|generate``: the command line; user mistakes exit 2 with one line."""
 
 from __future__ import annotations
 
@@ -21,6 +21,16 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser("eval", help="re-evaluate a run's best checkpoint")
     evaluate.add_argument("run_dir")
+
+    generate = verbs.add_parser("generate", help="continue a prompt with a language-model run")
+    generate.add_argument("run_dir")
+    generate.add_argument("--prompt", required=True, help="text to continue (UTF-8)")
+    generate.add_argument("--max-new-tokens", type=int, default=100, help="bytes to generate")
+    generate.add_argument(
+        "--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy"
+    )
+    generate.add_argument("--top-k", type=int, default=20, help="sample among the k likeliest")
+    generate.add_argument("--seed", type=int, default=0, help="sampling seed")
     return parser
 
 
@@ -29,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported after parsing so `--help` and argument errors stay instant.
     from jaxtrain.config import ConfigError
     from jaxtrain.data import DatasetError
-    from jaxtrain.runner import RunError, evaluate_run, train
+    from jaxtrain.runner import RunError, evaluate_run, generate_text, train
 
     try:
         if args.verb == "train":
@@ -51,6 +61,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             print(f"run directory: {result.run_dir}")
             print(json.dumps(_headline(result.test)))
+        elif args.verb == "generate":
+            print(
+                generate_text(
+                    args.run_dir,
+                    args.prompt,
+                    max_new_tokens=args.max_new_tokens,
+                    temperature=args.temperature,
+                    top_k=args.top_k,
+                    seed=args.seed,
+                )
+            )
         else:
             result = evaluate_run(args.run_dir)
             print(json.dumps({"step": result["step"], **_headline(result["test"])}))
@@ -61,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _headline(test: dict) -> dict:
-    keys = ("accuracy", "f1_macro", "loss")
+    keys = ("accuracy", "f1_macro", "r2", "rmse", "bits_per_byte", "loss")
     return {f"test_{k}": round(test[k], 4) for k in keys if k in test}
 
 

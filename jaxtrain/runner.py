@@ -17,15 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
-from jaxtrain.checkpoint import Checkpoints
 from jaxtrain.config import Config, ConfigError, dump_config, load_config
-from jaxtrain.data import DatasetError, Normalizer, PreparedData, check_available, prepare_data
-from jaxtrain.models import check_input_shape
+from jaxtrain.data import DatasetError, PreparedData, check_available, prepare_data
+from jaxtrain.models import check_model_fits_data, is_fitted
 from jaxtrain.train import RunResult, build_pieces, stop_on_signals, train_and_evaluate
 from jaxtrain.train.evaluate import evaluate
+from jaxtrain.train.fit import FITTED_DIR, evaluate_fitted, fit_and_evaluate
 from jaxtrain.train.loop import DATA_STATS_FILE
 from jaxtrain.train.step import make_eval_step
+from jaxtrain.train.tasks import resolve_monitor, task_for
 
 RUNS_DIR_ENV = "JAXTRAIN_RUNS_DIR"
 CONFIG_FILE = "config.yaml"
@@ -103,7 +105,7 @@ def train(
                 "made with the rest); start a new run instead"
             )
         config = load_config(run_dir / CONFIG_FILE, overrides)
-        data = _checked_data(config, run_dir / CONFIG_FILE, _stored_normalizer(run_dir))
+        data = _checked_data(config, run_dir / CONFIG_FILE, _stored_stats(run_dir))
         if overrides:
             dump_config(config, run_dir / CONFIG_FILE)
     else:
@@ -114,6 +116,14 @@ def train(
         run_dir = new_run_dir(Path(runs_dir) if runs_dir else default_runs_dir(), config.name)
         dump_config(config, run_dir / CONFIG_FILE)
         (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+    if is_fitted(config.model):
+        if resume is not None:
+            raise RunError(
+                f"{run_dir}: {config.model.name} is fitted in one step; nothing to resume"
+            )
+        (run_dir / DATA_STATS_FILE).write_text(json.dumps(data.stats()))
+        test = fit_and_evaluate(config, run_dir, data)
+        return RunResult("finished", 1, 1, None, test, run_dir)
     with stop_on_signals() as preemption:
         return train_and_evaluate(
             config,
@@ -132,29 +142,88 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     """
     run_dir = _existing_run(run_dir)
     config = load_config(run_dir / CONFIG_FILE)
-    data = _checked_data(config, run_dir / CONFIG_FILE, _stored_normalizer(run_dir))
+    data = _checked_data(config, run_dir / CONFIG_FILE, _stored_stats(run_dir))
+    if is_fitted(config.model):
+        if not (run_dir / FITTED_DIR).is_dir():
+            raise RunError(f"{run_dir / FITTED_DIR}: no fitted model to evaluate")
+        result = evaluate_fitted(config, run_dir, data)
+        (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
+        return result
     pieces = build_pieces(config, data)
-    checkpoints = Checkpoints(run_dir / "checkpoints", config.train.checkpoint)
+    checkpoints = pieces.checkpoints(run_dir / "checkpoints", config)
     step = checkpoints.best_step()
     if step is None:
         raise RunError(f"{run_dir / 'checkpoints'}: no checkpoint to evaluate")
     state = checkpoints.restore(step, pieces.state)
     checkpoints.close()
-    eval_step = jax.jit(make_eval_step(pieces.model, pieces.data.num_classes))
-    batch = config.data.eval_batch_size
+    eval_step = jax.jit(make_eval_step(pieces.model, pieces.task))
+    batch, splits = config.data.eval_batch_size, pieces.data.splits
     result = {
         "step": step,
-        "validation": evaluate(eval_step, state, pieces.data.splits["validation"], batch),
-        "test": evaluate(eval_step, state, pieces.data.splits["test"], batch),
+        "validation": evaluate(eval_step, state, splits["validation"], batch, pieces.task),
+        "test": evaluate(eval_step, state, splits["test"], batch, pieces.task),
     }
     (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
     return result
 
 
-def _stored_normalizer(run_dir: Path) -> Normalizer | None:
-    """The normalisation fitted when the run started, so later calls reuse it exactly."""
+def generate_text(
+    run_dir: str | Path,
+    prompt: str,
+    *,
+    max_new_tokens: int = 100,
+    temperature: float = 0.8,
+    top_k: int | None = 20,
+    seed: int = 0,
+) -> str:
+    """``jaxtrain generate``: continue ``prompt`` with the best checkpoint of a language-model
+    run (bytes sampled with ``temperature`` and ``top_k``, through the KV cache).
+
+    Returns the prompt followed by the generated text (bytes that are not valid UTF-8 on their
+    own are shown as U+FFFD). Raises RunError for a run that is not a language model, and when
+    prompt plus new tokens exceed the model's context (``data.sequence_length``).
+    """
+    from jaxtrain.models import generate
+
+    run_dir = _existing_run(run_dir)
+    config = load_config(run_dir / CONFIG_FILE)
+    if config.model.name != "transformer_lm":
+        raise RunError(f"{run_dir}: model.name is {config.model.name}, not transformer_lm")
+    tokens = np.frombuffer(prompt.encode("utf-8"), np.uint8).astype(np.int32)
+    context = config.data.sequence_length
+    if not 1 <= len(tokens) + max_new_tokens <= context or len(tokens) == 0:
+        raise RunError(
+            f"--prompt ({len(tokens)} bytes) + --max-new-tokens ({max_new_tokens}) must be "
+            f"between 1 and the model's context of {context} bytes (data.sequence_length)"
+        )
+    if top_k is not None and not 1 <= top_k <= 256:
+        raise RunError(f"--top-k: {top_k} is outside 1..256 (the byte vocabulary)")
+    if temperature < 0:
+        raise RunError(f"--temperature: {temperature} is negative; use 0 for greedy decoding")
+    data = _checked_data(config, run_dir / CONFIG_FILE, _stored_stats(run_dir))
+    pieces = build_pieces(config, data)
+    checkpoints = pieces.checkpoints(run_dir / "checkpoints", config)
+    step = checkpoints.best_step()
+    if step is None:
+        raise RunError(f"{run_dir / 'checkpoints'}: no checkpoint to generate from")
+    state = checkpoints.restore(step, pieces.state)
+    checkpoints.close()
+    output = generate(
+        pieces.model,
+        state.params,
+        jax.numpy.asarray(tokens)[None, :],
+        jax.random.key(seed),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+    )
+    return bytes(np.asarray(output[0], np.uint8)).decode("utf-8", errors="replace")
+
+
+def _stored_stats(run_dir: Path) -> dict | None:
+    """The statistics fitted when the run started, so later calls reuse them exactly."""
     path = run_dir / DATA_STATS_FILE
-    return Normalizer.from_dict(json.loads(path.read_text())) if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _existing_run(run_dir: str | Path) -> Path:
@@ -164,15 +233,15 @@ def _existing_run(run_dir: str | Path) -> Path:
     return run_dir
 
 
-def _checked_data(
-    config: Config, source: str | Path, normalizer: Normalizer | None = None
-) -> PreparedData:
+def _checked_data(config: Config, source: str | Path, stats: dict | None = None) -> PreparedData:
     """Load and split the data; every problem becomes one error line naming ``source`` (the
     config file) and the key."""
     try:
-        check_available(config.data.name, config.data.data_dir)
-        data = prepare_data(config.data, normalizer)
-        check_input_shape(config.model, data.input_shape)
+        if config.data.path is None:
+            check_available(config.data.name, config.data.data_dir)
+        data = prepare_data(config.data, stats=stats)
+        check_model_fits_data(config.model, data)
+        resolve_monitor(task_for(data), config.train.checkpoint.monitor)
         train_size = len(data.splits["train"])
         if config.data.batch_size > train_size:
             raise DatasetError(

@@ -85,9 +85,7 @@ def test_test_metrics_equal_sklearn_on_the_best_checkpoint(finished_run) -> None
     summary = json.loads((run_dir / "metrics.json").read_text())
     config = load_config(run_dir / "config.yaml")
     pieces = build_pieces(config)
-    from jaxtrain.checkpoint import Checkpoints
-
-    checkpoints = Checkpoints(run_dir / "checkpoints", config.train.checkpoint)
+    checkpoints = pieces.checkpoints(run_dir / "checkpoints", config)
     best = checkpoints.best_step()
     assert best == summary["best_step"]
     state = checkpoints.restore(best, pieces.state)
@@ -247,6 +245,6 @@ def test_eval_reuses_the_normalisation_stored_with_the_run(finished_run, tmp_pat
     shutil.copytree(finished_run.run_dir, copy)
     stats = json.loads((copy / "data_stats.json").read_text())
     original = evaluate_run(copy)["test"]["loss"]
-    stats["shift"] = [s + 3.0 for s in stats["shift"]]  # a different, wrong normalisation
+    stats["inputs"]["shift"] = [s + 3.0 for s in stats["inputs"]["shift"]]  # wrong on purpose
     (copy / "data_stats.json").write_text(json.dumps(stats))
     assert evaluate_run(copy)["test"]["loss"] != original

@@ -27,12 +27,17 @@ RunName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
 class DataConfig:
     """Where examples come from and how they are split and batched.
 
-    ``name`` is a dataset bundled with jaxtrain (``digits``, ``breast_cancer``) or any TFDS
-    catalog name already prepared (as array_record) in ``data_dir``.
+    ``name`` is a dataset bundled with jaxtrain (``digits``, ``breast_cancer``, ``wine``,
+    ``iris``, ``diabetes``, ``pydoc_text``) or any TFDS catalog name already prepared (as
+    array_record) in ``data_dir``. With ``path`` (a UTF-8 ``.txt`` file) the data is read from
+    that file instead and ``name`` only labels it. Text is split into train, validation and
+    test at document boundaries, in order, and cut into windows of ``sequence_length`` bytes.
     """
 
     name: Annotated[str, Field(min_length=1)]
     data_dir: str | None = None
+    path: str | None = None
+    sequence_length: Annotated[int, Field(ge=2)] = 128
     seed: int = 0
     validation_fraction: Fraction = 0.15
     test_fraction: Fraction = 0.2
@@ -71,7 +76,118 @@ class CNNConfig:
     batch_norm: bool = False
 
 
-ModelConfig = Annotated[MLPConfig | CNNConfig, Field(discriminator="name")]
+@dataclass(config=_STRICT)
+class ResNetConfig:
+    """A small residual network for 8x8 to 32x32 images, batch-normed, with a dropout head."""
+
+    name: Literal["resnet"] = "resnet"
+    stage_sizes: tuple[PositiveInt, ...] = (2, 2)
+    features: tuple[PositiveInt, ...] = (32, 64)
+    dropout: Fraction = 0.0
+
+    @model_validator(mode="after")
+    def _one_width_per_stage(self) -> ResNetConfig:
+        if len(self.stage_sizes) != len(self.features):
+            raise ValueError(
+                f"features: one width per stage expected ({len(self.stage_sizes)} stages), "
+                f"got {len(self.features)}"
+            )
+        return self
+
+
+@dataclass(config=_STRICT)
+class LinearConfig:
+    """Linear regression (regression data) or multinomial logistic regression (classes).
+
+    ``l2`` adds ``l2 * 0.5 * ||kernel||^2`` (never the bias) to the mean loss. ``solver``:
+    ``closed_form`` (regression only; exact least squares / ridge, no optimizer) or
+    ``gradient`` (the ordinary training loop with the optimizer section).
+    """
+
+    name: Literal["linear"] = "linear"
+    solver: Literal["gradient", "closed_form"] = "gradient"
+    l2: NonNegativeFloat = 0.0
+
+
+@dataclass(config=_STRICT)
+class TransformerLMConfig:
+    """A decoder-only, causal, pre-norm Transformer over bytes (vocabulary 256)."""
+
+    name: Literal["transformer_lm"] = "transformer_lm"
+    d_model: PositiveInt = 128
+    num_heads: PositiveInt = 4
+    num_layers: PositiveInt = 2
+    mlp_ratio: PositiveInt = 4
+    positions: Literal["learned", "rotary"] = "rotary"
+    dropout: Fraction = 0.0
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerLMConfig:
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"d_model: {self.d_model} is not divisible by num_heads={self.num_heads}"
+            )
+        return self
+
+
+@dataclass(config=_STRICT)
+class ViTConfig:
+    """A small Vision Transformer classifier: square patches, pre-norm encoder, CLS token."""
+
+    name: Literal["vit"] = "vit"
+    patch_size: PositiveInt = 2
+    d_model: PositiveInt = 64
+    num_heads: PositiveInt = 4
+    num_layers: PositiveInt = 2
+    mlp_ratio: PositiveInt = 2
+    dropout: Fraction = 0.0
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> ViTConfig:
+        if self.d_model % self.num_heads:
+            raise ValueError(
+                f"d_model: {self.d_model} is not divisible by num_heads={self.num_heads}"
+            )
+        return self
+
+
+MaxFeatures = Literal["sqrt", "log2"] | PositiveInt | Annotated[float, Field(gt=0, le=1)] | None
+
+
+@dataclass(config=_STRICT)
+class DecisionTreeConfig:
+    """A CART decision tree fitted in JAX (no optimizer, no epochs): scikit-learn's settings."""
+
+    name: Literal["decision_tree"] = "decision_tree"
+    criterion: Literal["gini", "entropy", "squared_error"] = "gini"
+    max_depth: Annotated[int, Field(ge=1, le=16)] = 8
+    min_samples_split: Annotated[int, Field(ge=2)] = 2
+    min_samples_leaf: PositiveInt = 1
+    max_features: MaxFeatures = None
+
+
+@dataclass(config=_STRICT)
+class RandomForestConfig(DecisionTreeConfig):
+    """A random forest: ``n_estimators`` trees fitted at once (one vmap over bootstrap keys)."""
+
+    name: Literal["random_forest"] = "random_forest"
+    n_estimators: PositiveInt = 100
+    bootstrap: bool = True
+    max_features: MaxFeatures = "sqrt"
+
+
+ModelConfig = Annotated[
+    MLPConfig
+    | CNNConfig
+    | ResNetConfig
+    | LinearConfig
+    | TransformerLMConfig
+    | ViTConfig
+    | DecisionTreeConfig
+    | RandomForestConfig,
+    Field(discriminator="name"),
+]
 
 
 @dataclass(config=_STRICT)
@@ -123,10 +239,18 @@ OptimizerConfig = Annotated[AdamConfig | AdamWConfig | SGDConfig, Field(discrimi
 
 @dataclass(config=_STRICT)
 class CheckpointConfig:
-    """Orbax checkpoints: the latest ``keep`` plus the best by validation ``monitor``."""
+    """Orbax checkpoints: the latest ``keep`` plus the best by validation ``monitor``.
+
+    ``monitor`` must be a metric of the data's task: classification ``accuracy``, ``loss``,
+    ``f1_macro``; regression ``loss``, ``mse``, ``rmse``, ``mae``, ``r2``; language
+    modelling ``loss``, ``bits_per_byte``, ``accuracy``. Unset, it is ``accuracy`` for
+    classification and ``loss`` otherwise.
+    """
 
     keep: PositiveInt = 2
-    monitor: Literal["accuracy", "loss", "f1_macro"] = "accuracy"
+    monitor: (
+        Literal["accuracy", "loss", "f1_macro", "mse", "rmse", "mae", "r2", "bits_per_byte"] | None
+    ) = None
     async_save: bool = True
 
 

@@ -1,4 +1,5 @@
-"""Local TFDS builders for data that ships offline (scikit-learn's bundled datasets).
+"""Local TFDS builders for data that ships offline (scikit-learn's bundled datasets, and
+the documentation text Python installs with itself).
 
 Each builder writes ``array_record`` files, so it builds and reads back through
 ``tfds.data_source`` without TensorFlow. Nothing is downloaded: the examples come from the
@@ -12,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from jaxtrain.data.synthetic import JaxtrainBiasedCredit
 
 _SKLEARN_HOMEPAGE = "https://scikit-learn.org/stable/datasets/toy_dataset.html"
 
@@ -48,23 +51,36 @@ class JaxtrainDigits(tfds.core.GeneratorBasedBuilder):
             yield index, {"image": image.astype(np.uint8)[..., None], "label": int(label)}
 
 
-class JaxtrainBreastCancer(tfds.core.GeneratorBasedBuilder):
-    """Wisconsin diagnostic breast cancer as bundled by scikit-learn: 569 rows, 30 features."""
+class _SklearnTabular(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A table from scikit-learn's bundled copy: ``features`` f32[d] and a class or a target.
+
+    Subclasses name the loader and describe the label: ``CLASS_NAMES`` for a classification
+    label (a ClassLabel), or ``None`` for a real-valued regression ``target`` (f32).
+    """
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "From sklearn.datasets.load_breast_cancer."}
+    LOADER: str
+    NUM_FEATURES: int
+    CLASS_NAMES: tuple[str, ...] | None
+    DESCRIPTION: str
 
     def _info(self) -> tfds.core.DatasetInfo:
+        if self.CLASS_NAMES is None:
+            label = tfds.features.Tensor(shape=(), dtype=np.float32)
+            label_key = "target"
+        else:
+            label = tfds.features.ClassLabel(names=list(self.CLASS_NAMES))
+            label_key = "label"
         return tfds.core.DatasetInfo(
             builder=self,
-            description="30 real-valued cell-nucleus features; malignant (0) or benign (1).",
+            description=self.DESCRIPTION,
             features=tfds.features.FeaturesDict(
                 {
-                    "features": tfds.features.Tensor(shape=(30,), dtype=np.float32),
-                    "label": tfds.features.ClassLabel(names=["malignant", "benign"]),
+                    "features": tfds.features.Tensor(shape=(self.NUM_FEATURES,), dtype=np.float32),
+                    label_key: label,
                 }
             ),
-            supervised_keys=("features", "label"),
+            supervised_keys=("features", label_key),
             homepage=_SKLEARN_HOMEPAGE,
         )
 
@@ -73,15 +89,90 @@ class JaxtrainBreastCancer(tfds.core.GeneratorBasedBuilder):
         return {"train": self._generate_examples()}
 
     def _generate_examples(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        from sklearn.datasets import load_breast_cancer
+        import sklearn.datasets
 
-        data = load_breast_cancer()
+        data = getattr(sklearn.datasets, self.LOADER)()
+        label_key = "target" if self.CLASS_NAMES is None else "label"
         for index, (row, label) in enumerate(zip(data.data, data.target, strict=True)):
-            yield index, {"features": row.astype(np.float32), "label": int(label)}
+            value = float(label) if self.CLASS_NAMES is None else int(label)
+            yield index, {"features": row.astype(np.float32), label_key: value}
+
+
+class JaxtrainBreastCancer(_SklearnTabular):
+    """Wisconsin diagnostic breast cancer as bundled by scikit-learn: 569 rows, 30 features."""
+
+    RELEASE_NOTES = {"1.0.0": "From sklearn.datasets.load_breast_cancer."}
+    LOADER = "load_breast_cancer"
+    NUM_FEATURES = 30
+    CLASS_NAMES = ("malignant", "benign")
+    DESCRIPTION = "30 real-valued cell-nucleus features; malignant (0) or benign (1)."
+
+
+class JaxtrainWine(_SklearnTabular):
+    """UCI wine recognition as bundled by scikit-learn: 178 rows, 13 features, 3 cultivars."""
+
+    RELEASE_NOTES = {"1.0.0": "From sklearn.datasets.load_wine."}
+    LOADER = "load_wine"
+    NUM_FEATURES = 13
+    CLASS_NAMES = ("class_0", "class_1", "class_2")
+    DESCRIPTION = "13 chemical measurements of wines from three cultivars."
+
+
+class JaxtrainIris(_SklearnTabular):
+    """Fisher's iris as bundled by scikit-learn: 150 rows, 4 features, 3 species."""
+
+    RELEASE_NOTES = {"1.0.0": "From sklearn.datasets.load_iris."}
+    LOADER = "load_iris"
+    NUM_FEATURES = 4
+    CLASS_NAMES = ("setosa", "versicolor", "virginica")
+    DESCRIPTION = "Sepal and petal length and width (cm) of three iris species."
+
+
+class JaxtrainDiabetes(_SklearnTabular):
+    """Diabetes progression as bundled by scikit-learn: 442 rows, 10 features, a real target."""
+
+    RELEASE_NOTES = {"1.0.0": "From sklearn.datasets.load_diabetes (scaled features)."}
+    LOADER = "load_diabetes"
+    NUM_FEATURES = 10
+    CLASS_NAMES = None
+    DESCRIPTION = "Ten baseline variables; target: disease progression one year later."
+
+
+class JaxtrainPydocText(tfds.core.GeneratorBasedBuilder):
+    """English text every Python installation carries: the reference-manual topics that
+    ``help()`` shows (``pydoc_data.topics``), one document per topic (about 465 KB)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "From pydoc_data.topics of the building Python."}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Python reference documentation topics, plain text, UTF-8.",
+            features=tfds.features.FeaturesDict(
+                {"title": tfds.features.Text(), "text": tfds.features.Text()}
+            ),
+            homepage="https://docs.python.org/3/reference/",
+        )
+
+    def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
+        del dl_manager
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        from pydoc_data.topics import topics
+
+        for index, title in enumerate(sorted(topics)):
+            yield index, {"title": title, "text": topics[title]}
 
 
 # The bundled datasets, by the name a config uses. One place, one dict.
 LOCAL_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "digits": JaxtrainDigits,
     "breast_cancer": JaxtrainBreastCancer,
+    "wine": JaxtrainWine,
+    "iris": JaxtrainIris,
+    "diabetes": JaxtrainDiabetes,
+    "pydoc_text": JaxtrainPydocText,
+    "biased_credit": JaxtrainBiasedCredit,
 }

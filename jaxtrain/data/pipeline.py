@@ -49,7 +49,7 @@ def train_batches(split: ArraySplit, batch_size: int, epochs: int, seed: int) ->
 def eval_batches(split: ArraySplit, batch_size: int) -> Iterator[Batch]:
     """Fixed-shape batches in order: the last one is zero-padded and ``mask`` marks real rows.
 
-    Yields ``{"inputs": f32[batch_size, ...], "labels": i32[batch_size], "mask": bool[batch_size]}``
+    Yields ``{"inputs": [batch_size, ...], "labels": [batch_size, ...], "mask": bool[batch_size]}``
     so one compiled evaluation step serves every batch and split.
     """
     n = len(split)
@@ -61,6 +61,6 @@ def eval_batches(split: ArraySplit, batch_size: int) -> Iterator[Batch]:
         mask = np.ones(stop - start, dtype=bool)
         if pad:
             inputs = np.concatenate([inputs, np.zeros((pad, *inputs.shape[1:]), inputs.dtype)])
-            labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+            labels = np.concatenate([labels, np.zeros((pad, *labels.shape[1:]), labels.dtype)])
             mask = np.concatenate([mask, np.zeros(pad, dtype=bool)])
         yield {"inputs": inputs, "labels": labels, "mask": mask}

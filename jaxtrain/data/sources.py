@@ -30,7 +30,8 @@ class DatasetError(ValueError):
 class ArraySplit:
     """One split held in host memory.
 
-    inputs: numeric [n, ...] (uint8 images or float32 features); labels: int32 [n].
+    inputs: numeric [n, ...] (uint8 images, float32 features, int32 token windows);
+    labels: int32 [n] classes, float32 [n] regression targets or int32 [n, T] next tokens.
     """
 
     inputs: np.ndarray
@@ -42,11 +43,13 @@ class ArraySplit:
 
 @dataclass(frozen=True)
 class RawDataset:
-    """Every split a source provides, with the class names of its label feature."""
+    """Every split a source provides, the class names of its label feature (regression: the
+    target's name; text: none) and the task the labels imply."""
 
     name: str
     splits: dict[str, ArraySplit]
     class_names: tuple[str, ...]
+    task: str = "classification"  # or "regression", "language_model"
 
 
 def default_data_dir() -> Path:
@@ -66,13 +69,13 @@ def check_available(name: str, data_dir: str | os.PathLike | None = None) -> Non
 
 
 def load_tfds(name: str, data_dir: str | os.PathLike | None = None) -> RawDataset:
-    """Read every split of ``name`` into memory (building a bundled dataset on first use)."""
+    """Read every split of ``name`` into memory (building a bundled dataset on first use).
+
+    The task follows from the features: a ClassLabel label is classification, a real-valued
+    label regression, and a dataset with a ``text`` feature and no supervised keys is text
+    for language modelling (see :func:`text_split`).
+    """
     builder = _builder(name, _resolve_dir(data_dir))
-    input_key, label_key = builder.info.supervised_keys
-    label_feature = builder.info.features[label_key]
-    class_names = tuple(getattr(label_feature, "names", None) or [])
-    if not class_names:
-        raise DatasetError(f"data.name: {name}: label feature {label_key!r} is not a ClassLabel")
     try:
         source = builder.as_data_source()
     except Exception as err:  # noqa: BLE001 - TFDS raises several types here; all are fatal
@@ -80,14 +83,64 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None = None) -> RawDatase
             f"data.name: {name} in {builder.data_dir} cannot be read as a data source ({err}); "
             "prepare it with file_format='array_record'"
         ) from None
-    splits = {}
-    for split_name, records in source.items():
-        examples = records.__getitems__(list(range(len(records))))
-        splits[split_name] = ArraySplit(
-            inputs=np.stack([np.asarray(ex[input_key]) for ex in examples]),
-            labels=np.asarray([ex[label_key] for ex in examples], dtype=np.int32),
+    records = {split: r.__getitems__(list(range(len(r)))) for split, r in source.items()}
+    if builder.info.supervised_keys is None:
+        if "text" not in builder.info.features:
+            raise DatasetError(
+                f"data.name: {name} has neither supervised keys nor a 'text' feature"
+            )
+        splits = {
+            split: text_split([ex["text"] for ex in examples])
+            for split, examples in records.items()
+        }
+        return RawDataset(name, splits, (), task="language_model")
+    input_key, label_key = builder.info.supervised_keys
+    label_feature = builder.info.features[label_key]
+    class_names = tuple(getattr(label_feature, "names", None) or [])
+    if class_names:
+        task, label_dtype = "classification", np.int32
+    elif np.issubdtype(np.dtype(label_feature.np_dtype), np.floating):
+        task, label_dtype, class_names = "regression", np.float32, (label_key,)
+    else:
+        raise DatasetError(
+            f"data.name: {name}: label feature {label_key!r} is neither a ClassLabel "
+            "(classification) nor real-valued (regression)"
         )
-    return RawDataset(name=name, splits=splits, class_names=class_names)
+    splits = {
+        split: ArraySplit(
+            inputs=np.stack([np.asarray(ex[input_key]) for ex in examples]),
+            labels=np.asarray([ex[label_key] for ex in examples], dtype=label_dtype),
+        )
+        for split, examples in records.items()
+    }
+    return RawDataset(name=name, splits=splits, class_names=class_names, task=task)
+
+
+def text_split(documents: list[bytes | str]) -> ArraySplit:
+    """Documents as one byte stream: inputs u8[N] (the UTF-8 bytes, in order) and labels
+    i32[N] (the index of the document each byte belongs to), so splits can cut between
+    documents and never inside one."""
+    encoded = [d.encode("utf-8") if isinstance(d, str) else bytes(d) for d in documents]
+    stream = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
+    owners = np.repeat(np.arange(len(encoded), dtype=np.int32), [len(d) for d in encoded])
+    return ArraySplit(stream, owners)
+
+
+def load_text_file(path: str | os.PathLike) -> RawDataset:
+    """A UTF-8 text file as one ``train`` split of documents (paragraphs: blank-line separated,
+    each keeping its trailing blank line so the stream is the file's bytes unchanged)."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DatasetError(f"data.path: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(f"data.path: {path} cannot be read as UTF-8 text ({err})") from None
+    if not text.strip():
+        raise DatasetError(f"data.path: {path} holds no text")
+    paragraphs = text.split("\n\n")
+    documents = [p + "\n\n" for p in paragraphs[:-1]] + [paragraphs[-1]]
+    return RawDataset(path.stem, {"train": text_split(documents)}, (), task="language_model")
 
 
 def _resolve_dir(data_dir: str | os.PathLike | None) -> Path:

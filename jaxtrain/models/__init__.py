@@ -1,24 +1,42 @@
-"""Pure Flax modules, built from config by name."""
+"""Pure model families, built from config by name.
+
+Flax modules (MLP, CNN, ResNet, linear/logistic, Transformer LM, ViT) are called as
+``model.apply(variables, x, train=...)`` and trained by the gradient loop; decision trees and
+forests are array-backed pytrees with their own pure, jittable ``fit``/``predict``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
+import jax.numpy as jnp
 
-from jaxtrain.config import CNNConfig, MLPConfig
+from jaxtrain.config import (
+    CNNConfig,
+    LinearConfig,
+    MLPConfig,
+    ResNetConfig,
+    TransformerLMConfig,
+    ViTConfig,
+)
 from jaxtrain.models.cnn import CNN
+from jaxtrain.models.linear import Linear, fit_least_squares, l2_penalty
 from jaxtrain.models.mlp import MLP
+from jaxtrain.models.resnet import ResNet
+from jaxtrain.models.transformer import TransformerLM, generate
+from jaxtrain.models.vit import ViT
 
 
-def _mlp(config: MLPConfig, num_classes: int) -> nn.Module:
-    return MLP(tuple(config.hidden), num_classes, config.activation, config.dropout)
+def _mlp(config: MLPConfig, outputs: int, shape: tuple[int, ...]) -> nn.Module:
+    return MLP(tuple(config.hidden), outputs, config.activation, config.dropout)
 
 
-def _cnn(config: CNNConfig, num_classes: int) -> nn.Module:
+def _cnn(config: CNNConfig, outputs: int, shape: tuple[int, ...]) -> nn.Module:
     return CNN(
         tuple(config.features),
-        num_classes,
+        outputs,
         config.kernel_size,
         config.dense,
         config.dropout,
@@ -26,27 +44,142 @@ def _cnn(config: CNNConfig, num_classes: int) -> nn.Module:
     )
 
 
-# name in the config -> constructor(config section, num_classes). The one model registry.
-MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": _mlp, "cnn": _cnn}
+def _resnet(config: ResNetConfig, outputs: int, shape: tuple[int, ...]) -> nn.Module:
+    return ResNet(
+        stage_sizes=tuple(config.stage_sizes),
+        features=tuple(config.features),
+        num_classes=outputs,
+        dropout=config.dropout,
+    )
 
 
-# Models that need a particular example rank (CNN: [height, width, channels]).
-INPUT_RANKS: dict[str, int] = {"cnn": 3}
+def _linear(config: LinearConfig, outputs: int, shape: tuple[int, ...]) -> nn.Module:
+    return Linear(outputs)
 
 
-def check_input_shape(config: MLPConfig | CNNConfig, input_shape: tuple[int, ...]) -> None:
-    """Raise ValueError (naming ``model.name``) if the model cannot take examples of this shape."""
+def _transformer_lm(config: TransformerLMConfig, outputs: int, shape: tuple[int, ...]) -> nn.Module:
+    return TransformerLM(
+        vocab_size=outputs,
+        d_model=config.d_model,
+        num_heads=config.num_heads,
+        num_layers=config.num_layers,
+        mlp_ratio=config.mlp_ratio,
+        max_len=shape[0],
+        positions=config.positions,
+        dropout=config.dropout,
+        dtype=jnp.dtype(config.compute_dtype),
+    )
+
+
+def _vit(config: ViTConfig, outputs: int, shape: tuple[int, ...]) -> nn.Module:
+    return ViT(
+        num_classes=outputs,
+        patch_size=config.patch_size,
+        d_model=config.d_model,
+        num_heads=config.num_heads,
+        num_layers=config.num_layers,
+        mlp_ratio=config.mlp_ratio,
+        dropout=config.dropout,
+    )
+
+
+# name in the config -> constructor(config section, outputs, example shape). The one registry.
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": _mlp,
+    "cnn": _cnn,
+    "resnet": _resnet,
+    "linear": _linear,
+    "transformer_lm": _transformer_lm,
+    "vit": _vit,
+}
+
+# Families fitted by a pure ``fit`` of their own rather than by the gradient loop.
+TREE_MODELS = ("decision_tree", "random_forest")
+
+# The tasks each family serves.
+TASKS_OF: dict[str, tuple[str, ...]] = {
+    "mlp": ("classification", "regression"),
+    "cnn": ("classification", "regression"),
+    "resnet": ("classification", "regression"),
+    "vit": ("classification", "regression"),
+    "linear": ("classification", "regression"),
+    "transformer_lm": ("language_model",),
+    "decision_tree": ("classification", "regression"),
+    "random_forest": ("classification", "regression"),
+}
+
+# Models that need a particular example rank (images: [height, width, channels]).
+INPUT_RANKS: dict[str, int] = {"cnn": 3, "resnet": 3, "vit": 3}
+
+
+def is_fitted(config: Any) -> bool:
+    """True when ``config`` names a model fitted without the gradient loop (trees, forests,
+    closed-form least squares)."""
+    return config.name in TREE_MODELS or (
+        config.name == "linear" and config.solver == "closed_form"
+    )
+
+
+def check_model_fits_data(config: Any, data: Any) -> None:
+    """Raise ValueError (naming the config key) if model ``config`` cannot learn ``data``."""
+    tasks = TASKS_OF[config.name]
+    if data.task not in tasks:
+        hint = "transformer_lm" if data.task == "language_model" else "e.g. mlp"
+        raise ValueError(
+            f"model.name: {config.name} does not do {data.task} (it does "
+            f"{' or '.join(tasks)}); use model.name={hint}"
+        )
     rank = INPUT_RANKS.get(config.name)
-    if rank is not None and len(input_shape) != rank:
+    if rank is not None and len(data.input_shape) != rank:
         raise ValueError(
             f"model.name: {config.name} needs examples of rank {rank} (height, width, channels),"
-            f" but the data's examples have shape {tuple(input_shape)}; use model.name=mlp"
+            f" but the data's examples have shape {tuple(data.input_shape)}; use model.name=mlp"
         )
+    if config.name == "linear" and config.solver == "closed_form" and data.task != "regression":
+        raise ValueError(
+            "model.solver: closed_form is least squares, for regression data only; "
+            "use model.solver=gradient for logistic regression"
+        )
+    if config.name in TREE_MODELS:
+        regression = config.criterion == "squared_error"
+        if regression != (data.task == "regression"):
+            wanted = "squared_error" if data.task == "regression" else "gini or entropy"
+            raise ValueError(
+                f"model.criterion: {config.criterion} does not fit {data.task} data; use {wanted}"
+            )
 
 
-def build_model(config: MLPConfig | CNNConfig, num_classes: int) -> nn.Module:
-    """The module named by ``config.name``; called as ``model.apply(vars, x, train=...)``."""
-    return MODELS[config.name](config, num_classes)
+def build_model(config: Any, num_outputs: int, input_shape: tuple[int, ...] = ()) -> nn.Module:
+    """The Flax module named by ``config.name`` with ``num_outputs`` outputs (classes, targets
+    or vocabulary) for examples shaped ``input_shape`` (the LM reads its context length from
+    it); called as ``model.apply(vars, x, train=...)``."""
+    if config.name in TREE_MODELS:
+        raise ValueError(f"model.name: {config.name} is fitted, not built as a Flax module")
+    return MODELS[config.name](config, num_outputs, tuple(input_shape))
 
 
-__all__ = ["CNN", "INPUT_RANKS", "MLP", "MODELS", "build_model", "check_input_shape"]
+def build_penalty(config: Any) -> Callable[[Any], Any] | None:
+    """The regulariser the model's config adds to the loss (linear: ``l2 * 0.5||kernel||^2``)."""
+    if config.name == "linear" and config.l2 > 0:
+        strength = config.l2
+        return lambda params: strength * l2_penalty(params)
+    return None
+
+
+__all__ = [
+    "CNN",
+    "INPUT_RANKS",
+    "MLP",
+    "MODELS",
+    "TREE_MODELS",
+    "Linear",
+    "ResNet",
+    "TransformerLM",
+    "ViT",
+    "build_model",
+    "build_penalty",
+    "check_model_fits_data",
+    "fit_least_squares",
+    "generate",
+    "is_fitted",
+]

@@ -9,23 +9,26 @@ import jax
 import numpy as np
 
 from jaxtrain.data import ArraySplit, eval_batches
-from jaxtrain.metrics import classification_metrics
+from jaxtrain.train.tasks import Task, classification
 
 
-def evaluate(eval_step: Callable, state: Any, split: ArraySplit, batch_size: int) -> dict[str, Any]:
-    """Every metric of :func:`classification_metrics` plus mean ``loss`` over ``split``.
+def evaluate(
+    eval_step: Callable,
+    state: Any,
+    split: ArraySplit,
+    batch_size: int,
+    task: Task | None = None,
+) -> dict[str, Any]:
+    """The task's held-out metrics over ``split`` (default task: classification).
 
     ``eval_step`` is the jitted result of ``make_eval_step``; batch sums stay on the device
-    and are fetched once, so the confusion matrix (int) is exact.
+    and are fetched once, so counts (e.g. the confusion matrix) are exact.
     """
     totals = None
     for batch in eval_batches(split, batch_size):
         sums = eval_step(state, batch)
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    totals = jax.device_get(totals)
-    metrics = classification_metrics(np.asarray(totals["confusion"]))
-    metrics["loss"] = float(totals["loss_sum"]) / int(totals["count"])
-    return metrics
+    return (task or classification(0)).finalize(jax.device_get(totals))
 
 
 def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -20,22 +20,17 @@ from tqdm.auto import tqdm
 from jaxtrain.checkpoint import Checkpoints
 from jaxtrain.config import Config, config_to_dict
 from jaxtrain.data import PreparedData, prepare_data, train_batches
-from jaxtrain.logging import (
-    MetricWriter,
-    plot_confusion_matrix,
-    plot_learning_curves,
-    read_metrics,
-    truncate_after,
-    write_report,
-)
-from jaxtrain.models import build_model
+from jaxtrain.logging import MetricWriter, truncate_after
+from jaxtrain.models import build_model, build_penalty
 from jaxtrain.train.callbacks import Callback, chain
 from jaxtrain.train.evaluate import evaluate, scalars
 from jaxtrain.train.optim import build_optimizer
+from jaxtrain.train.outputs import write_outputs
 from jaxtrain.train.state import TrainState, count_params, create_train_state
 from jaxtrain.train.step import make_eval_step, make_train_step
+from jaxtrain.train.tasks import Task, resolve_monitor, task_for
 
-DATA_STATS_FILE = "data_stats.json"  # the training split's normalisation, reused on resume/eval
+DATA_STATS_FILE = "data_stats.json"  # statistics fitted on the training split, reused later
 
 
 @dataclass(frozen=True)
@@ -49,7 +44,7 @@ class RunResult:
     status: str
     step: int
     total_steps: int
-    state: TrainState
+    state: TrainState | None  # None for families fitted without the loop (trees, forests)
     test: dict[str, Any] | None
     run_dir: Path
 
@@ -61,18 +56,27 @@ class Pieces:
     data: PreparedData
     model: Any
     tx: Any
-    state: TrainState
+    state: TrainState | None  # None for families fitted without the loop (trees, forests)
     total_steps: int
+    task: Task
+    penalty: Any = None
+
+    def checkpoints(self, directory: Path, config: Config) -> Checkpoints:
+        """The run's checkpoints, ranked by the task's monitored validation metric."""
+        monitor, mode = resolve_monitor(self.task, config.train.checkpoint.monitor)
+        return Checkpoints(directory, config.train.checkpoint, monitor, mode)
 
 
 def build_pieces(config: Config, data: PreparedData | None = None) -> Pieces:
     """Data, model, optimizer and the initial state for ``config`` (deterministic in its seeds)."""
     data = data or prepare_data(config.data)
     total_steps = config.train.epochs * len(data.splits["train"]) // config.data.batch_size
-    model = build_model(config.model, data.num_classes)
+    model = build_model(config.model, data.num_outputs, data.input_shape)
     tx = build_optimizer(config.optimizer, total_steps)
-    state = create_train_state(model, tx, data.input_shape, config.seed)
-    return Pieces(data, model, tx, state, total_steps)
+    inputs = data.splits["train"].inputs
+    state = create_train_state(model, tx, data.input_shape, config.seed, inputs.dtype)
+    penalty = build_penalty(config.model)
+    return Pieces(data, model, tx, state, total_steps, task_for(data), penalty)
 
 
 def train_and_evaluate(
@@ -97,8 +101,8 @@ def train_and_evaluate(
     stream = train_batches(
         pieces.data.splits["train"], config.data.batch_size, config.train.epochs, config.data.seed
     )
-    (run_dir / DATA_STATS_FILE).write_text(json.dumps(pieces.data.normalizer.to_dict()))
-    checkpoints = Checkpoints(run_dir / "checkpoints", config.train.checkpoint)
+    (run_dir / DATA_STATS_FILE).write_text(json.dumps(pieces.data.stats()))
+    checkpoints = pieces.checkpoints(run_dir / "checkpoints", config)
     try:
         return _run(config, run_dir, pieces, checkpoints, iter(stream), resume, callbacks, progress)
     finally:
@@ -111,8 +115,9 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
     steps_per_epoch = len(data.splits["train"]) / config.data.batch_size
     eval_every = config.train.eval_every or max(1, int(steps_per_epoch))
     config_dict = config_to_dict(config)
-    train_step = jax.jit(make_train_step(pieces.model, pieces.tx))
-    eval_step = jax.jit(make_eval_step(pieces.model, data.num_classes))
+    task = pieces.task
+    train_step = jax.jit(make_train_step(pieces.model, pieces.tx, task, pieces.penalty))
+    eval_step = jax.jit(make_eval_step(pieces.model, task))
     step = resumed_from = 0
     if resume:
         if checkpoints.latest_step() is not None:
@@ -122,7 +127,9 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
     callback = chain(*callbacks)
 
     def validate_and_save(at_step: int) -> bool:
-        metrics = evaluate(eval_step, state, data.splits["validation"], config.data.eval_batch_size)
+        metrics = evaluate(
+            eval_step, state, data.splits["validation"], config.data.eval_batch_size, task
+        )
         writer.write(at_step, "validation", scalars(metrics))
         checkpoints.save(at_step, state, iterator, config_dict, metrics=scalars(metrics))
         return callback.on_eval(at_step, metrics)
@@ -152,7 +159,7 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
                 logged = _mean(window)
                 window.clear()
                 writer.write(step, "train", {"epoch": step / steps_per_epoch, **logged})
-                bar.set_postfix(loss=f"{logged['loss']:.4f}", acc=f"{logged['accuracy']:.3f}")
+                bar.set_postfix({k: f"{logged[k]:.4f}" for k in _SHOWN if k in logged})
             bar.update(1)
             evaluated = step % eval_every == 0 or step == total_steps
             stop = validate_and_save(step) if evaluated else False
@@ -191,50 +198,24 @@ def _finish(config, run_dir, pieces, checkpoints, eval_step, last_state, trainin
     """Evaluate the best checkpoint on validation and test; write metrics.json, plots, report."""
     best_step = checkpoints.best_step()
     best_state = checkpoints.restore(best_step, last_state)
-    data = pieces.data
+    data, task = pieces.data, pieces.task
     batch = config.data.eval_batch_size
-    validation = evaluate(eval_step, best_state, data.splits["validation"], batch)
-    test = evaluate(eval_step, best_state, data.splits["test"], batch)
-    summary = {
-        "name": config.name,
-        "best_step": best_step,
-        "monitor": f"validation {checkpoints.monitor} ({checkpoints.mode})",
-        "validation": validation,
-        "test": test,
-        "training": {**training, "best_step": best_step},
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    plots = {
-        "learning_curves": plot_learning_curves(
-            read_metrics(run_dir), run_dir / "learning_curves.png"
-        ).name,
-        "confusion_matrix": plot_confusion_matrix(
-            test["confusion_matrix"], data.class_names, run_dir / "confusion_matrix.png"
-        ).name,
-    }
-    environment_file = run_dir / "environment.json"
-    write_report(
+    validation = evaluate(eval_step, best_state, data.splits["validation"], batch, task)
+    test = evaluate(eval_step, best_state, data.splits["test"], batch, task)
+    write_outputs(
+        config,
         run_dir,
-        {
-            "name": config.name,
-            "config": config_to_dict(config),
-            "dataset": {
-                "name": data.name,
-                "num_classes": data.num_classes,
-                "class_names": list(data.class_names),
-                "sizes": data.sizes(),
-            },
-            "model": {"name": config.model.name, "num_params": count_params(best_state.params)},
-            "training": summary["training"],
-            "validation": scalars(validation),
-            "test": test,
-            "plots": plots,
-            "environment": json.loads(environment_file.read_text())
-            if environment_file.exists()
-            else {},
-        },
+        data,
+        num_params=count_params(best_state.params),
+        validation=validation,
+        test=test,
+        training={**training, "best_step": best_step},
+        monitor=f"validation {checkpoints.monitor} ({checkpoints.mode})",
     )
     return test
+
+
+_SHOWN = ("loss", "accuracy", "mae", "bits_per_byte")  # progress-bar metrics, when logged
 
 
 def _throughput(steps: int, batch_size: int, seconds: float) -> float | None:

@@ -26,17 +26,25 @@ class TrainState:
 
 
 def create_train_state(
-    model: nn.Module, tx: optax.GradientTransformation, input_shape: Sequence[int], seed: int
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    input_shape: Sequence[int],
+    seed: int,
+    input_dtype: Any = jnp.float32,
 ) -> TrainState:
-    """Initialise parameters for inputs shaped ``[batch, *input_shape]`` from ``seed``.
+    """Initialise parameters for inputs ``input_dtype[batch, *input_shape]`` from ``seed``
+    (float inputs initialise as float32; integer inputs, e.g. tokens, as int32).
 
     The same seed always gives the same state; the key for dropout is split off the
     initialisation key so the two never share randomness.
     """
 
+    integer = jnp.issubdtype(jnp.dtype(input_dtype), jnp.integer)
+    dtype = jnp.int32 if integer else jnp.float32
+
     def init(seed_key: jax.Array) -> TrainState:
         init_key, step_key = jax.random.split(seed_key)
-        dummy = jnp.zeros((1, *input_shape), jnp.float32)
+        dummy = jnp.zeros((1, *input_shape), dtype)
         variables = dict(model.init({"params": init_key}, dummy, train=False))
         params = variables.pop("params")
         return TrainState(

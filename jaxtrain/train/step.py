@@ -9,47 +9,69 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxtrain.metrics import confusion_matrix
-from jaxtrain.train.losses import softmax_cross_entropy
 from jaxtrain.train.state import TrainState
+from jaxtrain.train.tasks import Task, classification
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+Penalty = Callable[[object], jax.Array]
 
 
-def _apply(model: nn.Module, state: TrainState, params, inputs, *, train: bool, rng=None):
-    """Run the model; returns (logits, new model_state). model_state is updated only in train."""
+def apply_model(model: nn.Module, state: TrainState, params, inputs, *, train: bool, rng=None):
+    """Run the model; returns (outputs, new model_state). model_state is updated only in train."""
     variables = {"params": params, **state.model_state}
     rngs = {"dropout": rng} if rng is not None else None
     if train and state.model_state:
-        logits, updates = model.apply(
+        outputs, updates = model.apply(
             variables, inputs, train=True, rngs=rngs, mutable=list(state.model_state)
         )
-        return logits, dict(updates)
+        return outputs, dict(updates)
     return model.apply(variables, inputs, train=train, rngs=rngs), state.model_state
 
 
+def weighted_mean(losses: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """Mean of per-example ``losses`` f32[b]; with ``weights`` f32[b], ``mean(weights * losses)``
+    (scikit-learn's ``sample_weight`` up to the constant 1/b)."""
+    return jnp.mean(losses if weights is None else weights * losses)
+
+
+def make_loss_fn(model: nn.Module, task: Task, penalty: Penalty | None = None):
+    """``loss_fn(params, state, batch, rng) -> (loss, (outputs, model_state))``, differentiable
+    in ``params``: the task's mean (optionally ``batch["weights"]``-weighted) loss plus
+    ``penalty(params)``. Steps that change the objective (FedProx, SCAFFOLD) wrap this one."""
+
+    def loss_fn(params, state: TrainState, batch: Batch, rng):
+        outputs, model_state = apply_model(
+            model, state, params, batch["inputs"], train=True, rng=rng
+        )
+        loss = weighted_mean(task.loss(outputs, batch["labels"]), batch.get("weights"))
+        if penalty is not None:
+            loss = loss + penalty(params)
+        return loss, (outputs, model_state)
+
+    return loss_fn
+
+
 def make_train_step(
-    model: nn.Module, tx: optax.GradientTransformation
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    task: Task | None = None,
+    penalty: Penalty | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """``train_step(state, batch) -> (state, metrics)``, pure and unjitted.
 
-    batch: ``inputs f32[b, ...]``, ``labels i32[b]``. Metrics are f32 scalars: mean ``loss``
-    and ``accuracy`` over the batch, the global ``grad_norm`` and the ``learning_rate`` used.
+    batch: ``inputs`` [b, ...], ``labels`` (the task's targets) and optionally ``weights``
+    f32[b]. ``task`` defaults to classification. Metrics are f32 scalars: the mean ``loss``
+    (penalty included), the task's batch metrics (e.g. ``accuracy``), the global
+    ``grad_norm`` and the ``learning_rate`` used.
     """
+    task = task or classification(0)  # the class count only matters for evaluation
+    loss_fn = make_loss_fn(model, task, penalty)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         step_key = jax.random.fold_in(state.rng, state.step)
-
-        def loss_fn(params):
-            logits, model_state = _apply(
-                model, state, params, batch["inputs"], train=True, rng=step_key
-            )
-            loss = softmax_cross_entropy(logits, batch["labels"]).mean()
-            return loss, (logits, model_state)
-
-        (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params
+        (loss, (outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state, batch, step_key
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(
@@ -60,7 +82,7 @@ def make_train_step(
         )
         metrics = {
             "loss": loss,
-            "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["labels"]),
+            **task.batch_metrics(outputs, batch["labels"]),
             "grad_norm": optax.global_norm(grads),
             "learning_rate": jnp.asarray(opt_state.hyperparams["learning_rate"], jnp.float32),
         }
@@ -69,23 +91,18 @@ def make_train_step(
     return train_step
 
 
-def make_eval_step(model: nn.Module, num_classes: int) -> Callable[[TrainState, Batch], Metrics]:
+def make_eval_step(model: nn.Module, task: Task | int) -> Callable[[TrainState, Batch], Metrics]:
     """``eval_step(state, batch) -> sums`` for one padded batch (``mask`` bool[b] marks real rows).
 
-    Returns sums to accumulate over batches: ``loss_sum`` f32[], ``count`` i32[] and
-    ``confusion`` i32[num_classes, num_classes] (rows true, columns predicted).
+    Returns the task's additive sums (classification: ``loss_sum`` f32[], ``count`` i32[],
+    ``confusion`` i32[K, K], rows true, columns predicted). An int ``task`` means
+    classification with that many classes.
     """
+    if isinstance(task, int):
+        task = classification(task)
 
     def eval_step(state: TrainState, batch: Batch) -> Metrics:
-        logits, _ = _apply(model, state, state.params, batch["inputs"], train=False)
-        mask = batch["mask"]
-        losses = softmax_cross_entropy(logits, batch["labels"])
-        return {
-            "loss_sum": jnp.sum(jnp.where(mask, losses, 0.0)),
-            "count": jnp.sum(mask.astype(jnp.int32)),
-            "confusion": confusion_matrix(
-                batch["labels"], jnp.argmax(logits, -1), num_classes, mask
-            ),
-        }
+        outputs, _ = apply_model(model, state, state.params, batch["inputs"], train=False)
+        return task.eval_sums(outputs, batch["labels"], batch["mask"])
 
     return eval_step
