@@ -10,17 +10,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-Fraction = Annotated[float, Field(ge=0, lt=1)]
-RunName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+from jaxtrain.config.base import STRICT as _STRICT
+from jaxtrain.config.base import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    RunName,
+)
+from jaxtrain.config.federated import FederatedConfig
+from jaxtrain.config.sweep import SweepConfig
 
 
 @dataclass(config=_STRICT)
@@ -281,3 +284,5 @@ class Config:
     optimizer: OptimizerConfig = Field(default_factory=AdamWConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     seed: int = 0
+    sweep: SweepConfig | None = None
+    federated: FederatedConfig | None = None
