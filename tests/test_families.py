@@ -280,3 +280,16 @@ def test_a_model_that_does_not_fit_the_data_is_one_line_exit_2(
     assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and str(config) in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_forest_is_the_same_whether_trees_are_vmapped_together_or_one_at_a_time() -> None:
+    from sklearn.datasets import load_breast_cancer
+
+    from jaxtrain.models.trees import fit_forest
+
+    x, y = load_breast_cancer(return_X_y=True)
+    settings = dict(n_estimators=6, max_depth=4, task="classification", num_classes=2)
+    together = fit_forest(x, y, jax.random.key(1), trees_per_step=None, **settings)
+    one_by_one = fit_forest(x, y, jax.random.key(1), trees_per_step=1, **settings)
+    for a, b in zip(jax.tree.leaves(together), jax.tree.leaves(one_by_one), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

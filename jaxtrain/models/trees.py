@@ -8,9 +8,10 @@ over the midpoints between consecutive distinct sorted values, scored by the wei
 decrease, with ``min_samples_leaf``/``min_samples_split`` and per-node ``max_features`` draws.
 It grows level by level in a ``lax.while_loop``. Each feature's examples are sorted once; after
 each level they are stably partitioned so that every node's examples stay one contiguous,
-sorted segment. A cumulative sum along each feature then gives the left child's statistics at
-every candidate position, and a segment max picks each node's best split. Memory is
-O(n * d * classes) per level and no Python loop runs over nodes or levels.
+sorted segment. One scan along the positions, all features side by side, then accumulates the
+left child's statistics, scores every candidate threshold and keeps each segment's running
+best. Memory is O(n * d + nodes * d) per level (plus a ``[classes, d]`` carry), and no Python
+loop runs over nodes or levels. Features must be finite (no NaN).
 """
 
 from __future__ import annotations
@@ -382,7 +383,7 @@ def fit_tree(
       max_features: features drawn per node: None (all), an int, a fraction, 'sqrt', 'log2'.
 
     Returns:
-      A ``Tree`` with ``min(2 ** (max_depth + 1), 2 * n // min_samples_leaf) - 1`` node slots.
+      A ``Tree`` with ``min(2 ** (max_depth + 1), 2 * (n // min_samples_leaf)) - 1`` slots.
       Vmappable over ``key`` and ``weights``.
     """
     criterion = _check_settings(
@@ -470,10 +471,11 @@ def _grow(
             layout = _repartition(order, new_node, seg, seg_start, width)
             return feature, threshold, split, rank, new_node, layout
 
-        def stop(_):
+        def stop(_):  # no node can split: the loop ends after this level
             nothing = jnp.zeros(width, jnp.int32)
             layout = (order, seg, seg_start, nothing)
-            return nothing, jnp.zeros(width), can_split, nothing, node, layout
+            no_split = jnp.zeros(width, bool)
+            return nothing, jnp.zeros(width), no_split, nothing, jnp.full(n, width), layout
 
         feature, threshold, split, rank, new_node, layout = jax.lax.cond(
             can_split.any(), split_level, stop, None

@@ -67,7 +67,11 @@ def fitted_family(config: Config, data: PreparedData) -> FittedFamily:
     )
     if model.name == "random_forest":
         fit = functools.partial(
-            fit_forest, n_estimators=model.n_estimators, bootstrap=model.bootstrap, **settings
+            fit_forest,
+            n_estimators=model.n_estimators,
+            bootstrap=model.bootstrap,
+            trees_per_step=_trees_per_step(),
+            **settings,
         )
         predict = predict_forest
     else:
@@ -80,6 +84,13 @@ def fitted_family(config: Config, data: PreparedData) -> FittedFamily:
         return predicted
 
     return FittedFamily(lambda x, y, key: fit(x, y, key), outputs)
+
+
+def _trees_per_step() -> int | None:
+    """Trees fitted per vmapped step: all at once on accelerators; one at a time (lax.map) on
+    CPU, where the full vmap measured 2.5-3x slower (scripts/bench_trees.py). The trees are
+    the same either way (tests/test_families.py)."""
+    return 1 if jax.default_backend() == "cpu" else None
 
 
 def _flat(inputs: np.ndarray) -> jax.Array:
