@@ -122,6 +122,42 @@ def test_logistic_regression_matches_sklearn(tmp_path) -> None:
     assert test["accuracy"] == pytest.approx(expected, abs=1e-12)
 
 
+def test_multinomial_logistic_regression_matches_sklearn(tmp_path) -> None:
+    path = CONFIGS / "breast_cancer_logistic.yaml"
+    _, data = _split(path, ["data.name=wine"])
+    n = len(data.splits["train"])
+    c = 0.5
+    overrides = ["data.name=wine", f"data.batch_size={n}", f"model.l2={1 / (c * n)}"]
+    result = train(path, overrides, runs_dir=tmp_path, progress=False)
+    reference = LogisticRegression(C=c, max_iter=10_000, tol=1e-10)
+    reference.fit(data.splits["train"].inputs, data.splits["train"].labels)
+    kernel = np.asarray(result.state.params["dense"]["kernel"])
+    # Multinomial: K logits, identified up to a shared shift; scikit-learn's are centred.
+    centred = kernel - kernel.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(centred, reference.coef_.T, atol=5e-3)
+    expected = reference.score(data.splits["test"].inputs, data.splits["test"].labels)
+    assert result.test["accuracy"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_transformer_lm_trains_with_bfloat16_compute() -> None:
+    from jaxtrain.data import train_batches
+    from jaxtrain.train import build_pieces, make_train_step
+
+    config = load_config(
+        CONFIGS / "pydoc_lm.yaml",
+        ["model.compute_dtype=bfloat16", "model.d_model=32", "data.sequence_length=32"],
+    )
+    pieces = build_pieces(config)
+    step = jax.jit(make_train_step(pieces.model, pieces.tx, pieces.task))
+    batches = iter(train_batches(pieces.data.splits["train"], 16, 1, 0))
+    state, first = step(pieces.state, next(batches))
+    for _ in range(20):
+        state, metrics = step(state, next(batches))
+    leaves = jax.tree.leaves(state.params)
+    assert all(leaf.dtype == np.float32 for leaf in leaves)  # parameters stay float32
+    assert np.isfinite(float(metrics["loss"])) and float(metrics["loss"]) < float(first["loss"])
+
+
 def test_tree_run_is_within_two_points_of_sklearn(tmp_path) -> None:
     from jaxtrain.models.trees import fit_tree, predict_tree
 
