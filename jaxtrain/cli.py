@@ -1,4 +1,4 @@
-"""``jaxtrain train|eval|generate``: the command line; user mistakes exit 2 with one line."""
+"""The command line: train, eval, generate, learning-curve (mistakes: exit 2, one line)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,21 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = verbs.add_parser("eval", help="re-evaluate a run's best checkpoint")
     evaluate.add_argument("run_dir")
 
+    curve = verbs.add_parser(
+        "learning-curve", help="train on growing shares of the training split, plot the metric"
+    )
+    curve.add_argument("config", help="YAML file under configs/")
+    curve.add_argument("overrides", nargs="*", help="key.sub=value settings applied on top")
+    curve.add_argument(
+        "--fractions",
+        type=float,
+        nargs="+",
+        default=[0.1, 0.25, 0.5, 1.0],
+        help="shares of the training split (default 0.1 0.25 0.5 1.0)",
+    )
+    curve.add_argument("--runs-dir", help="where run directories go (default ./runs)")
+    curve.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     generate = verbs.add_parser("generate", help="continue a prompt with a language-model run")
     generate.add_argument("run_dir")
     generate.add_argument("--prompt", required=True, help="text to continue (UTF-8)")
@@ -39,7 +54,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Imported after parsing so `--help` and argument errors stay instant.
     from jaxtrain.config import ConfigError
     from jaxtrain.data import DatasetError
-    from jaxtrain.runner import RunError, evaluate_run, generate_text, train
+    from jaxtrain.runner import (
+        RunError,
+        evaluate_run,
+        generate_text,
+        learning_curve_run,
+        train,
+    )
 
     try:
         if args.verb == "train":
@@ -61,6 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             print(f"run directory: {result.run_dir}")
             print(json.dumps(_headline(result.test)))
+        elif args.verb == "learning-curve":
+            run_dir, result = learning_curve_run(
+                args.config,
+                list(args.overrides),
+                args.fractions,
+                runs_dir=args.runs_dir,
+                progress=not args.no_progress,
+            )
+            print(f"run directory: {run_dir}")
+            print(result["verdict"])
         elif args.verb == "generate":
             print(
                 generate_text(

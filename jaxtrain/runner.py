@@ -135,6 +135,37 @@ def train(
         )
 
 
+def learning_curve_run(
+    config_path: str | Path,
+    overrides: Sequence[str] = (),
+    fractions: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
+    *,
+    runs_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """``jaxtrain learning-curve``: train ``config_path`` on growing shares of its training
+    split (see :mod:`jaxtrain.learning_curve`); returns the directory and the result."""
+    from jaxtrain.learning_curve import learning_curve
+
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad or not fractions:
+        raise ConfigError(f"--fractions: each must be in (0, 1], got {list(fractions)}")
+    config = load_config(config_path, overrides)
+    data = _checked_data(config, config_path)
+    smallest = round(min(fractions) * len(data.splits["train"]))
+    if smallest < config.data.batch_size:
+        raise DatasetError(
+            f"{config_path}: --fractions: {min(fractions)} keeps about {smallest} training "
+            f"examples, fewer than data.batch_size={config.data.batch_size}"
+        )
+    run_dir = new_run_dir(
+        Path(runs_dir) if runs_dir else default_runs_dir(), f"{config.name}_learning_curve"
+    )
+    dump_config(config, run_dir / CONFIG_FILE)
+    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+    return run_dir, learning_curve(config, run_dir, data, fractions, progress=progress)
+
+
 def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     """``jaxtrain eval``: re-evaluate the best checkpoint of ``run_dir`` on validation and test.
 
@@ -241,7 +272,7 @@ def _checked_data(config: Config, source: str | Path, stats: dict | None = None)
             check_available(config.data.name, config.data.data_dir)
         data = prepare_data(config.data, stats=stats)
         check_model_fits_data(config.model, data)
-        resolve_monitor(task_for(data), config.train.checkpoint.monitor)
+        resolve_monitor(task_for(data), config.train.monitor)
         train_size = len(data.splits["train"])
         if config.data.batch_size > train_size:
             raise DatasetError(

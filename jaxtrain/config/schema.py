@@ -23,6 +23,7 @@ from jaxtrain.config.base import (
     RunName,
 )
 from jaxtrain.config.federated import FederatedConfig
+from jaxtrain.config.prepare import PrepareConfig
 from jaxtrain.config.sweep import SweepConfig
 
 
@@ -32,9 +33,20 @@ class DataConfig:
 
     ``name`` is a dataset bundled with jaxtrain (``digits``, ``breast_cancer``, ``wine``,
     ``iris``, ``diabetes``, ``pydoc_text``) or any TFDS catalog name already prepared (as
-    array_record) in ``data_dir``. With ``path`` (a UTF-8 ``.txt`` file) the data is read from
-    that file instead and ``name`` only labels it. Text is split into train, validation and
-    test at document boundaries, in order, and cut into windows of ``sequence_length`` bytes.
+    array_record) in ``data_dir``. With ``path`` the data is read from that file instead and
+    ``name`` only labels it: a UTF-8 ``.txt`` file is text, split into train, validation and
+    test at document boundaries, in order, and cut into windows of ``sequence_length`` bytes;
+    a ``.csv`` or ``.parquet`` file is a table (see docs/data.md).
+
+    Table keys (only with a ``.csv``/``.parquet`` path): ``label_column`` (required);
+    ``feature_columns`` (default: every column but the label, group and id columns);
+    ``categorical_columns`` (default: the non-numeric feature columns), encoded ``one_hot`` or
+    ``ordinal`` with categories learned on the training split, a category unseen there being
+    ``ignore``d (all-zero one-hot, ordinal -1), ``drop``ped or an ``error``; ``group_column``
+    (rows of one group never sit in two splits); ``id_column`` (kept out of the features);
+    ``task`` (default classification); ``class_names`` (the label set; default: the labels
+    found, sorted). ``split``: ``auto`` is grouped with a group column, else stratified for
+    classes and random for regression. ``prepare`` holds the cleaning rules.
     """
 
     name: Annotated[str, Field(min_length=1)]
@@ -47,6 +59,17 @@ class DataConfig:
     normalize: Literal["none", "standard", "minmax"] = "standard"
     batch_size: PositiveInt = 64
     eval_batch_size: PositiveInt = 512
+    label_column: str | None = None
+    feature_columns: tuple[str, ...] | None = None
+    categorical_columns: tuple[str, ...] | None = None
+    encoding: Literal["one_hot", "ordinal"] = "one_hot"
+    unknown_categories: Literal["ignore", "drop", "error"] = "ignore"
+    group_column: str | None = None
+    id_column: str | None = None
+    task: Literal["classification", "regression"] | None = None
+    class_names: tuple[str, ...] | None = None
+    split: Literal["auto", "stratified", "grouped", "random"] = "auto"
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -55,6 +78,31 @@ class DataConfig:
                 "validation_fraction + test_fraction must be below 0.9 so training data remains"
             )
         return self
+
+    @model_validator(mode="after")
+    def _table_keys_need_a_table(self) -> DataConfig:
+        table = self.path is not None and self.path.lower().endswith((".csv", ".parquet"))
+        if table and self.label_column is None:
+            raise ValueError("label_column: required for a .csv/.parquet data.path")
+        if not table:
+            for key in (*TABLE_KEYS, "group_column"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: only used with a .csv/.parquet data.path")
+        if self.split == "grouped" and self.group_column is None:
+            raise ValueError("split: 'grouped' needs data.group_column")
+        if self.group_column is not None and self.split in ("stratified", "random"):
+            raise ValueError(f"split: {self.split!r} would ignore group_column; use grouped")
+        return self
+
+
+TABLE_KEYS = (
+    "label_column",
+    "feature_columns",
+    "categorical_columns",
+    "id_column",
+    "task",
+    "class_names",
+)
 
 
 @dataclass(config=_STRICT)
@@ -258,16 +306,65 @@ class CheckpointConfig:
 
 
 @dataclass(config=_STRICT)
+class EarlyStoppingConfig:
+    """Stop when the validation ``monitor`` (default: ``train.checkpoint.monitor``, which it
+    then also ranks checkpoints by) has not improved by more than ``min_delta`` for
+    ``patience`` evaluations in a row. The run then finishes normally: with ``restore_best``
+    the test split is evaluated on the best checkpoint, else on the last state."""
+
+    monitor: (
+        Literal["accuracy", "loss", "f1_macro", "mse", "rmse", "mae", "r2", "bits_per_byte"]
+        | None
+    ) = None
+    patience: PositiveInt = 5
+    min_delta: NonNegativeFloat = 0.0
+    restore_best: bool = True
+
+
+@dataclass(config=_STRICT)
+class AugmentConfig:
+    """Random image augmentation inside the train step (its RNG folded from the step's key):
+    horizontal flips, random crops after zero-padding by ``crop_padding`` pixels, Gaussian
+    noise of standard deviation ``noise_std`` (in normalised units, any input)."""
+
+    flip_horizontal: bool = False
+    crop_padding: NonNegativeInt = 0
+    noise_std: NonNegativeFloat = 0.0
+
+
+@dataclass(config=_STRICT)
 class TrainConfig:
     """The host loop: how long to train and how often to log, evaluate and checkpoint.
 
     ``eval_every`` (steps) defaults to once per epoch; every evaluation is also a checkpoint.
+    ``label_smoothing`` (classification) mixes the one-hot targets with the uniform
+    distribution in the training loss only; held-out losses stay plain cross-entropy.
     """
 
     epochs: PositiveInt = 10
     eval_every: PositiveInt | None = None
     log_every: PositiveInt = 10
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    early_stopping: EarlyStoppingConfig | None = None
+    label_smoothing: Fraction = 0.0
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @model_validator(mode="after")
+    def _one_monitor(self) -> TrainConfig:
+        stopping = self.early_stopping
+        chosen = self.checkpoint.monitor
+        if stopping and stopping.monitor and chosen and stopping.monitor != chosen:
+            raise ValueError(
+                f"early_stopping.monitor ({stopping.monitor}) differs from checkpoint.monitor "
+                f"({chosen}); the best checkpoint is the one early stopping restores, so set "
+                "one of them"
+            )
+        return self
+
+    @property
+    def monitor(self) -> str | None:
+        """The validation metric that ranks checkpoints (and drives early stopping)."""
+        return self.checkpoint.monitor or (self.early_stopping and self.early_stopping.monitor)
 
 
 @dataclass(config=_STRICT)

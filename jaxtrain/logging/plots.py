@@ -118,3 +118,23 @@ def plot_confusion_matrix(
                 color = "white" if value > threshold else "black"
                 ax.text(j, i, text, ha="center", va="center", color=color, fontsize=fontsize)
     return _save(fig, path)
+
+
+def plot_learning_curve_sizes(
+    sizes: Sequence[int], curves: Mapping[str, Sequence[float]], metric: str, path: Path
+) -> Path:
+    """A learning-curve experiment: ``metric`` (one line per split in ``curves``) against the
+    number of training examples (log-scaled x axis). Returns the PNG path."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for split, values in curves.items():
+        style = _SPLIT_STYLE.get(split, {})
+        ax.plot(sizes, values, marker="o", label=split, **style)
+    ax.set_xscale("log")
+    ax.set_xlabel("training examples")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against training-set size")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)

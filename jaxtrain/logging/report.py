@@ -109,7 +109,8 @@ def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
     """Writes ``run_dir/report.md``, a markdown report of one run, and returns its path.
 
     ``summary`` holds ``name``, ``config``, ``dataset``, ``model``, ``training``,
-    ``validation``, ``test``, ``plots`` and ``environment`` (see the training runner); any of
+    ``validation``, ``test``, ``sections`` (title -> markdown lines, shown after the
+    metrics), ``plots`` and ``environment`` (see the training runner); any of
     them may be missing, and its section is then left out. The report has a summary table, the
     test metrics (4 decimals) with a per-class table, the validation metrics at the best step,
     the plots as image links relative to ``run_dir``, the resolved config as YAML and the
@@ -127,6 +128,8 @@ def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
         best = (summary.get("training") or {}).get("best_step")
         heading = "## Validation metrics" + (f" (best step {best})" if best is not None else "")
         lines += [heading, "", *_table(["metric", "value"], list(summary["validation"].items()))]
+    for title, body in (summary.get("sections") or {}).items():
+        lines += [f"## {title}", "", *body, ""]
     if summary.get("plots"):
         lines += ["## Plots", ""]
         for name, filename in summary["plots"].items():

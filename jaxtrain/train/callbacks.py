@@ -65,3 +65,56 @@ def stop_on_signals(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class EarlyStopping:
+    """Tracks a validation metric and says when it has stalled for ``patience`` evaluations.
+
+    Host-side and tiny: after each validation the loop calls :meth:`update`; once
+    ``triggered``, the loop finishes the run (test evaluation of the best checkpoint), which
+    is what distinguishes it from a preemption stop. Its counters restart on ``--resume``.
+    """
+
+    def __init__(self, monitor: str | None, mode: str, patience: int, min_delta: float):
+        self.monitor, self.mode = monitor, mode
+        self.patience, self.min_delta = patience, min_delta
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.stalled = 0
+        self.stopped_at: int | None = None
+
+    @classmethod
+    def from_config(cls, config, checkpoints) -> EarlyStopping:
+        """From ``train.early_stopping`` (None: never triggers); the metric and its direction
+        are the checkpoints' own, so the restored best is the step early stopping kept."""
+        if config is None:
+            return cls(None, "max", 1, 0.0)
+        return cls(checkpoints.monitor, checkpoints.mode, config.patience, config.min_delta)
+
+    def update(self, step: int, metrics: Mapping[str, float]) -> None:
+        if self.monitor is None:
+            return
+        value = float(metrics[self.monitor])
+        sign = 1.0 if self.mode == "max" else -1.0
+        if self.best is None or sign * (value - self.best) > self.min_delta:
+            self.best, self.best_step, self.stalled = value, step, 0
+            return
+        self.stalled += 1
+        if self.stalled >= self.patience:
+            self.stopped_at = step
+
+    @property
+    def triggered(self) -> bool:
+        return self.stopped_at is not None
+
+    def report(self) -> dict | None:
+        """For metrics.json: where it stopped and the best value seen, or None."""
+        if not self.triggered:
+            return None
+        return {
+            "step": self.stopped_at,
+            "monitor": self.monitor,
+            "best": self.best,
+            "best_step": self.best_step,
+            "patience": self.patience,
+        }

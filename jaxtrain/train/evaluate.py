@@ -31,6 +31,19 @@ def evaluate(
     return (task or classification(0)).finalize(jax.device_get(totals))
 
 
+def predict(predict_step: Callable, state: Any, split: ArraySplit, batch_size: int) -> np.ndarray:
+    """The model's outputs on every example of ``split``, in order, as one host array.
+
+    ``predict_step(state, inputs) -> outputs`` is jitted by the caller; batches are padded to
+    ``batch_size`` (one compiled program) and the padding rows are dropped here.
+    """
+    chunks = []
+    for batch in eval_batches(split, batch_size):
+        outputs = np.asarray(jax.device_get(predict_step(state, batch["inputs"])))
+        chunks.append(outputs[batch["mask"]])
+    return np.concatenate(chunks)
+
+
 def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The scalar entries of a metrics dict (drops per-class lists and the confusion matrix)."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.number)}

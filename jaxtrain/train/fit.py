@@ -23,7 +23,7 @@ from jaxtrain.config import Config
 from jaxtrain.data import PreparedData
 from jaxtrain.models import Linear, fit_least_squares
 from jaxtrain.models.trees import fit_forest, fit_tree, predict_forest, predict_tree
-from jaxtrain.train.evaluate import evaluate
+from jaxtrain.train.evaluate import evaluate, predict
 from jaxtrain.train.outputs import write_outputs
 from jaxtrain.train.tasks import Task, task_for
 
@@ -132,6 +132,9 @@ def fit_and_evaluate(config: Config, run_dir: str | Path, data: PreparedData) ->
     batch = config.data.eval_batch_size
     validation = evaluate(eval_step, fitted, data.splits["validation"], batch, task)
     test = evaluate(eval_step, fitted, data.splits["test"], batch, task)
+    outputs = jax.jit(
+        lambda fitted, inputs: family.outputs(fitted, inputs.reshape(len(inputs), -1))
+    )
     write_outputs(
         config,
         run_dir,
@@ -148,6 +151,7 @@ def fit_and_evaluate(config: Config, run_dir: str | Path, data: PreparedData) ->
             "best_step": None,
         },
         monitor="fitted once (no checkpoint selection)",
+        test_outputs=predict(outputs, fitted, data.splits["test"], batch),
     )
     return test
 

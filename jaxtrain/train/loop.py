@@ -22,12 +22,14 @@ from jaxtrain.config import Config, config_to_dict
 from jaxtrain.data import PreparedData, prepare_data, train_batches
 from jaxtrain.logging import MetricWriter, truncate_after
 from jaxtrain.models import build_model, build_penalty
-from jaxtrain.train.callbacks import Callback, chain
-from jaxtrain.train.evaluate import evaluate, scalars
+from jaxtrain.train.augment import build_augment
+from jaxtrain.train.callbacks import Callback, EarlyStopping, chain
+from jaxtrain.train.costs import training_cost
+from jaxtrain.train.evaluate import evaluate, predict, scalars
 from jaxtrain.train.optim import build_optimizer
 from jaxtrain.train.outputs import write_outputs
 from jaxtrain.train.state import TrainState, count_params, create_train_state
-from jaxtrain.train.step import make_eval_step, make_train_step
+from jaxtrain.train.step import apply_model, make_eval_step, make_train_step
 from jaxtrain.train.tasks import Task, resolve_monitor, task_for
 
 DATA_STATS_FILE = "data_stats.json"  # statistics fitted on the training split, reused later
@@ -63,7 +65,7 @@ class Pieces:
 
     def checkpoints(self, directory: Path, config: Config) -> Checkpoints:
         """The run's checkpoints, ranked by the task's monitored validation metric."""
-        monitor, mode = resolve_monitor(self.task, config.train.checkpoint.monitor)
+        monitor, mode = resolve_monitor(self.task, config.train.monitor)
         return Checkpoints(directory, config.train.checkpoint, monitor, mode)
 
 
@@ -76,7 +78,8 @@ def build_pieces(config: Config, data: PreparedData | None = None) -> Pieces:
     inputs = data.splits["train"].inputs
     state = create_train_state(model, tx, data.input_shape, config.seed, inputs.dtype)
     penalty = build_penalty(config.model)
-    return Pieces(data, model, tx, state, total_steps, task_for(data), penalty)
+    task = task_for(data, config.train.label_smoothing)
+    return Pieces(data, model, tx, state, total_steps, task, penalty)
 
 
 def train_and_evaluate(
@@ -116,7 +119,9 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
     eval_every = config.train.eval_every or max(1, int(steps_per_epoch))
     config_dict = config_to_dict(config)
     task = pieces.task
-    train_step = jax.jit(make_train_step(pieces.model, pieces.tx, task, pieces.penalty))
+    augment = build_augment(config.train.augment)
+    train_step = jax.jit(make_train_step(pieces.model, pieces.tx, task, pieces.penalty, augment))
+    stopping = EarlyStopping.from_config(config.train.early_stopping, checkpoints)
     eval_step = jax.jit(make_eval_step(pieces.model, task))
     step = resumed_from = 0
     if resume:
@@ -132,6 +137,7 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
         )
         writer.write(at_step, "validation", scalars(metrics))
         checkpoints.save(at_step, state, iterator, config_dict, metrics=scalars(metrics))
+        stopping.update(at_step, metrics)
         return callback.on_eval(at_step, metrics)
 
     status = "finished"
@@ -149,7 +155,8 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
         ) as bar,
     ):
         while step < total_steps:
-            state, step_metrics = train_step(state, next(iterator))
+            batch = next(iterator)
+            state, step_metrics = train_step(state, batch)
             step += 1
             if not first_step_s:  # compilation happens here; keep it out of the throughput
                 jax.block_until_ready(step_metrics)
@@ -163,6 +170,8 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
             bar.update(1)
             evaluated = step % eval_every == 0 or step == total_steps
             stop = validate_and_save(step) if evaluated else False
+            if stopping.triggered:
+                break  # finished early: the test split is evaluated below
             if (callback.on_step(step) or stop) and step < total_steps:
                 if not evaluated:  # an evaluation already saved this step
                     checkpoints.save(step, state, iterator, config_dict)
@@ -173,7 +182,21 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
 
     test = None
     if status == "finished":
+        timed_steps = step - resumed_from - 1
+        cost = training_cost(
+            train_step,
+            state,
+            batch,
+            model_config=config.model,
+            optimizer_name=config.optimizer.name,
+            input_shape=data.input_shape,
+            num_outputs=data.num_outputs,
+            num_params=count_params(state.params),
+            step_seconds=(train_seconds - first_step_s) / timed_steps if timed_steps else None,
+            train_seconds=train_seconds,
+        )
         test = _finish(
+            cost,
             config,
             run_dir,
             pieces,
@@ -189,19 +212,27 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
                     step - resumed_from - 1, config.data.batch_size, train_seconds - first_step_s
                 ),
                 "resumed_from": resumed_from or None,
+                "early_stopped": stopping.report(),
             },
         )
     return RunResult(status, step, total_steps, state, test, run_dir)
 
 
-def _finish(config, run_dir, pieces, checkpoints, eval_step, last_state, training) -> dict:
+def _finish(cost, config, run_dir, pieces, checkpoints, eval_step, last_state, training) -> dict:
     """Evaluate the best checkpoint on validation and test; write metrics.json, plots, report."""
     best_step = checkpoints.best_step()
     best_state = checkpoints.restore(best_step, last_state)
+    early = config.train.early_stopping
+    if early is not None and not early.restore_best:
+        best_step, best_state = training["steps"], last_state
     data, task = pieces.data, pieces.task
     batch = config.data.eval_batch_size
     validation = evaluate(eval_step, best_state, data.splits["validation"], batch, task)
     test = evaluate(eval_step, best_state, data.splits["test"], batch, task)
+    model = pieces.model
+    predict_step = jax.jit(
+        lambda state, inputs: apply_model(model, state, state.params, inputs, train=False)[0]
+    )
     write_outputs(
         config,
         run_dir,
@@ -211,6 +242,10 @@ def _finish(config, run_dir, pieces, checkpoints, eval_step, last_state, trainin
         test=test,
         training={**training, "best_step": best_step},
         monitor=f"validation {checkpoints.monitor} ({checkpoints.mode})",
+        test_outputs=predict(predict_step, best_state, data.splits["test"], batch)
+        if task.name != "language_model"
+        else None,
+        cost=cost,
     )
     return test
 

@@ -1,15 +1,30 @@
-"""Optax optimizers and schedules from config, hyperparameters injected into the state."""
+"""Optax optimizers and schedules from config, every hyperparameter a number in the state.
+
+The optimizer state holds each setting as an array in ``opt_state.hyperparams``: the peak
+learning rate (``peak_learning_rate``), ``weight_decay``, ``b1``/``b2``/``eps`` or
+``momentum``, ``grad_clip_norm``. The schedule is a fixed shape applied to the peak each
+step, and ``hyperparams["learning_rate"]`` reports the value the last update used. A state
+with a leading population axis therefore trains a different setting per member (sweeps).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
 import optax
 
 from jaxtrain.config import AdamConfig, AdamWConfig, ScheduleConfig, SGDConfig
 
+PEAK = "peak_learning_rate"
+ScheduleShape = Callable[[jax.Array, jax.Array], jax.Array]  # (peak, count) -> learning rate
+
 
 def build_schedule(peak: float, config: ScheduleConfig, total_steps: int) -> optax.Schedule:
     """Linear warmup 0 -> ``peak`` over ``warmup_steps``, then constant or cosine decay to
-    ``final_fraction * peak`` at ``total_steps``."""
+    ``final_fraction * peak`` at ``total_steps``. ``peak`` may be a traced array."""
     decay_steps = max(total_steps - config.warmup_steps, 1)
     if config.name == "constant":
         main = optax.constant_schedule(peak)
@@ -19,6 +34,54 @@ def build_schedule(peak: float, config: ScheduleConfig, total_steps: int) -> opt
         return main
     warmup = optax.linear_schedule(0.0, peak, config.warmup_steps)
     return optax.join_schedules([warmup, main], [config.warmup_steps])
+
+
+class HyperparamsState(NamedTuple):
+    """count: i32[] updates done; hyperparams: {name: f32[]} (``learning_rate`` is the one the
+    last update used); inner_state: the wrapped optimizer's state."""
+
+    count: jax.Array
+    hyperparams: dict[str, jax.Array]
+    inner_state: Any
+
+
+def inject_hyperparams(
+    factory: Callable[..., optax.GradientTransformation],
+    shape: ScheduleShape,
+    static: dict[str, Any] | None = None,
+) -> Callable[..., optax.GradientTransformation]:
+    """Like ``optax.inject_hyperparams``, but the learning rate is ``shape(peak, count)`` with
+    the peak itself a state entry (``peak_learning_rate``), so it can differ per member.
+
+    ``factory(learning_rate=..., **numeric, **static)`` builds the inner optimizer; the
+    returned function takes ``peak_learning_rate`` and the other numeric hyperparameters.
+    """
+    static = static or {}
+
+    def current(hyperparams: dict[str, jax.Array], count: jax.Array) -> dict[str, jax.Array]:
+        learning_rate = shape(hyperparams[PEAK], count).astype(jnp.float32)
+        return {**hyperparams, "learning_rate": learning_rate}
+
+    def inner(hyperparams: dict[str, jax.Array]) -> optax.GradientTransformation:
+        numeric = {k: v for k, v in hyperparams.items() if k != PEAK}
+        return factory(**numeric, **static)
+
+    def build(**numeric: float) -> optax.GradientTransformation:
+        def init(params) -> HyperparamsState:
+            count = jnp.zeros((), jnp.int32)
+            values = {k: jnp.asarray(v, jnp.float32) for k, v in numeric.items()}
+            hyperparams = current(values, count)
+            return HyperparamsState(count, hyperparams, inner(hyperparams).init(params))
+
+        def update(updates, state: HyperparamsState, params=None):
+            hyperparams = current(state.hyperparams, state.count)
+            updates, inner_state = inner(hyperparams).update(updates, state.inner_state, params)
+            count = optax.safe_increment(state.count)
+            return updates, HyperparamsState(count, hyperparams, inner_state)
+
+        return optax.GradientTransformation(init, update)
+
+    return build
 
 
 def _adam(learning_rate, b1, b2, eps, weight_decay, grad_clip_norm=None):
@@ -51,18 +114,19 @@ def _clip(max_norm):
 def build_optimizer(
     config: AdamConfig | AdamWConfig | SGDConfig, total_steps: int
 ) -> optax.GradientTransformation:
-    """The configured optimizer as ``optax.inject_hyperparams``: its state carries
-    ``hyperparams["learning_rate"]`` (the schedule's current value), ``weight_decay`` and the
-    rest, so a population of settings is a state with a leading axis."""
-    kwargs = {
-        "learning_rate": build_schedule(config.learning_rate, config.schedule, total_steps),
-        "weight_decay": config.weight_decay,
-    }
+    """The configured optimizer with its settings in the state (see :func:`inject_hyperparams`):
+    ``hyperparams`` holds ``peak_learning_rate`` (= ``config.learning_rate``), the current
+    ``learning_rate`` (the schedule's value), ``weight_decay`` and the rest."""
+
+    def shape(peak: jax.Array, count: jax.Array) -> jax.Array:
+        return build_schedule(peak, config.schedule, total_steps)(count)
+
+    numeric = {PEAK: config.learning_rate, "weight_decay": config.weight_decay}
     if config.grad_clip_norm is not None:
-        kwargs["grad_clip_norm"] = config.grad_clip_norm
+        numeric["grad_clip_norm"] = config.grad_clip_norm
     if config.name == "sgd":
-        kwargs.update(momentum=config.momentum, nesterov=config.nesterov)
-        return optax.inject_hyperparams(_sgd, static_args=("nesterov",))(**kwargs)
-    kwargs.update(b1=config.b1, b2=config.b2, eps=config.eps)
+        numeric["momentum"] = config.momentum
+        return inject_hyperparams(_sgd, shape, {"nesterov": config.nesterov})(**numeric)
+    numeric.update(b1=config.b1, b2=config.b2, eps=config.eps)
     factory = _adam if config.name == "adam" else _adamw
-    return optax.inject_hyperparams(factory)(**kwargs)
+    return inject_hyperparams(factory, shape)(**numeric)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from jaxtrain.config import Config, config_to_dict
 from jaxtrain.data import PreparedData
 from jaxtrain.data.text import unigram_bits_per_byte
 from jaxtrain.logging import plot_confusion_matrix, plot_learning_curves, read_metrics, write_report
+from jaxtrain.train.analysis import classification_analysis, regression_analysis
+from jaxtrain.train.diagnosis import diagnose
 from jaxtrain.train.evaluate import scalars
 
 
@@ -24,6 +29,67 @@ def baselines(data: PreparedData) -> dict[str, float]:
     return {}
 
 
+def trivial_training_loss(data: PreparedData) -> float:
+    """The training loss (in the loss's own units) of a predictor that ignores the inputs:
+    class frequencies (their entropy, nats), the training mean of standardised targets (1.0),
+    or the unigram byte model (nats)."""
+    train = data.splits["train"]
+    if data.task == "classification":
+        counts = np.bincount(train.labels, minlength=data.num_classes).astype(np.float64)
+        p = counts[counts > 0] / counts.sum()
+        return float(-(p * np.log(p)).sum())
+    if data.task == "regression":
+        return float(np.mean(np.var(train.labels.reshape(len(train), -1), axis=0)))
+    return unigram_bits_per_byte(train.labels, train.labels) * math.log(2)
+
+
+def _analysis(data: PreparedData, outputs: np.ndarray, seed: int, run_dir: Path) -> dict:
+    test = data.splits["test"]
+    if data.task == "classification":
+        return classification_analysis(outputs, test.labels, seed, run_dir / "reliability.png")
+    if data.task == "regression":
+        scaler = data.target_normalizer
+        targets = test.labels.reshape(len(test), -1) * scaler.scale + scaler.shift
+        return regression_analysis(outputs * scaler.scale + scaler.shift, targets, seed)
+    return {}
+
+
+def _analysis_lines(analysis: dict) -> list[str]:
+    lines = [
+        f"- **{name}**: {value:.4f}" for name, value in analysis.items() if isinstance(value, float)
+    ]
+    for name, ci in (analysis.get("intervals") or {}).items():
+        lines.append(
+            f"- **{name}**: {ci['value']:.4f} (95% bootstrap interval {ci['low']:.4f} to "
+            f"{ci['high']:.4f}, 1,000 resamples)"
+        )
+    return lines
+
+
+def _cost_lines(cost: dict) -> list[str]:
+    flops = cost["flops_per_step"]
+    rows = [
+        ("parameters", f"{cost['params']:,}"),
+        ("FLOPs per step (XLA)", _sci(flops["xla"])),
+        ("FLOPs per step (analytic)", _sci(flops["analytic"])),
+        ("step time", f"{cost['step_time_s'] * 1e3:.2f} ms" if cost["step_time_s"] else "n/a"),
+        ("examples/s", f"{cost['examples_per_s']:,.0f}" if cost["examples_per_s"] else "n/a"),
+        ("achieved FLOP/s", _sci(cost.get("achieved_flops"))),
+        ("peak FLOP/s", f"{_sci(cost['peak_flops'])} ({cost['peak_source']})"),
+        ("MFU", f"{cost['mfu']:.1%}" if cost.get("mfu") is not None else "n/a"),
+        ("peak memory", f"{cost['peak_memory_bytes'] / 2**20:,.0f} MiB"),
+        ("energy", f"{cost['energy']['joules']:,.0f} J ({cost['assumptions']['power']})"),
+    ]
+    lines = [f"- **{name}**: {value}" for name, value in rows]
+    if cost.get("flops_warning"):
+        lines.append(f"- **warning**: {cost['flops_warning']}")
+    return lines
+
+
+def _sci(value) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
 def write_outputs(
     config: Config,
     run_dir: Path,
@@ -34,12 +100,19 @@ def write_outputs(
     test: dict[str, Any],
     training: dict[str, Any],
     monitor: str,
+    test_outputs: np.ndarray | None = None,
+    cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``metrics.json``, the plots and ``report.md``; returns the metrics.json content.
 
     ``training`` holds what the run measured (steps, times, ``best_step``); ``monitor`` says
-    how the evaluated step was chosen.
+    how the evaluated step was chosen; ``test_outputs`` (the model's outputs on the test
+    split, in order) add ranking/calibration metrics and bootstrap intervals; ``cost`` is
+    :func:`jaxtrain.train.costs.training_cost`'s account of the run.
     """
+    logged = read_metrics(run_dir)
+    analysis = {} if test_outputs is None else _analysis(data, test_outputs, config.seed, run_dir)
+    diagnosis = diagnose(logged, trivial_training_loss(data)) if logged else None
     summary = {
         "name": config.name,
         "task": data.task,
@@ -48,11 +121,13 @@ def write_outputs(
         "validation": validation,
         "test": test,
         "baselines": baselines(data),
+        "analysis": analysis,
+        "diagnosis": diagnosis,
+        "cost": cost,
         "training": training,
     }
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     plots = {}
-    logged = read_metrics(run_dir)
     if logged:
         path = plot_learning_curves(logged, run_dir / "learning_curves.png")
         plots["learning_curves"] = path.name
@@ -60,6 +135,15 @@ def write_outputs(
         plots["confusion_matrix"] = plot_confusion_matrix(
             test["confusion_matrix"], data.class_names, run_dir / "confusion_matrix.png"
         ).name
+    if analysis.get("reliability_diagram"):
+        plots["reliability_diagram"] = analysis["reliability_diagram"]
+    sections = {}
+    if analysis:
+        sections["Held-out analysis (test split)"] = _analysis_lines(analysis)
+    if diagnosis:
+        sections["Diagnosis: " + diagnosis["verdict"]] = [diagnosis["evidence"]]
+    if cost:
+        sections["Cost"] = _cost_lines(cost)
     environment_file = run_dir / "environment.json"
     write_report(
         run_dir,
@@ -77,6 +161,7 @@ def write_outputs(
             "training": training,
             "validation": scalars(validation),
             "test": {**test, **{f"baseline {k}": v for k, v in summary["baselines"].items()}},
+            "sections": sections,
             "plots": plots,
             "environment": json.loads(environment_file.read_text())
             if environment_file.exists()

@@ -57,11 +57,13 @@ def make_train_step(
     tx: optax.GradientTransformation,
     task: Task | None = None,
     penalty: Penalty | None = None,
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """``train_step(state, batch) -> (state, metrics)``, pure and unjitted.
 
     batch: ``inputs`` [b, ...], ``labels`` (the task's targets) and optionally ``weights``
-    f32[b]. ``task`` defaults to classification. Metrics are f32 scalars: the mean ``loss``
+    f32[b]. ``task`` defaults to classification; ``augment(inputs, key)`` transforms the
+    inputs first, with a key folded from the step's. Metrics are f32 scalars: the mean ``loss``
     (penalty included), the task's batch metrics (e.g. ``accuracy``), the global
     ``grad_norm`` and the ``learning_rate`` used.
     """
@@ -70,6 +72,9 @@ def make_train_step(
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         step_key = jax.random.fold_in(state.rng, state.step)
+        if augment is not None:
+            # A key of its own (the dropout key stays the step key, as without augmentation).
+            batch = {**batch, "inputs": augment(batch["inputs"], jax.random.fold_in(step_key, 1))}
         (loss, (outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, state, batch, step_key
         )

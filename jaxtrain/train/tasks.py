@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxtrain.metrics import classification_metrics, confusion_matrix
 from jaxtrain.train.losses import softmax_cross_entropy
@@ -44,11 +45,21 @@ class Task:
     minimised: frozenset[str]
 
 
-def classification(num_classes: int) -> Task:
-    """Labels i32[b], logits f32[b, num_classes]; metrics exact against scikit-learn."""
+def classification(num_classes: int, label_smoothing: float = 0.0) -> Task:
+    """Labels i32[b], logits f32[b, num_classes]; metrics exact against scikit-learn.
+
+    ``label_smoothing`` eps trains on targets ``(1 - eps) * one_hot + eps / K``; held-out
+    losses are always the plain cross-entropy.
+    """
 
     def loss(logits, labels):
         return softmax_cross_entropy(logits, labels)
+
+    def training_loss(logits, labels):
+        if not label_smoothing:
+            return loss(logits, labels)
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+        return optax.softmax_cross_entropy(logits, targets)
 
     def batch_metrics(logits, labels):
         return {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
@@ -67,7 +78,7 @@ def classification(num_classes: int) -> Task:
 
     return Task(
         "classification",
-        loss,
+        training_loss,
         batch_metrics,
         eval_sums,
         finalize,
@@ -192,14 +203,15 @@ def language_model(vocab_size: int) -> Task:
     )
 
 
-def task_for(data: Any) -> Task:
-    """The task of a :class:`~jaxtrain.data.PreparedData` (its kind, outputs, target scale)."""
+def task_for(data: Any, label_smoothing: float = 0.0) -> Task:
+    """The task of a :class:`~jaxtrain.data.PreparedData` (its kind, outputs, target scale);
+    ``label_smoothing`` applies to classification's training loss."""
     if data.task == "regression":
         scaler = data.target_normalizer
         return regression(data.num_outputs, scaler.shift, scaler.scale)
-    return {"classification": classification, "language_model": language_model}[data.task](
-        data.num_outputs
-    )
+    if data.task == "classification":
+        return classification(data.num_outputs, label_smoothing)
+    return language_model(data.num_outputs)
 
 
 def resolve_monitor(task: Task, requested: str | None) -> tuple[str, str]:

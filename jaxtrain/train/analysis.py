@@ -1,0 +1,93 @@
+"""The evidence about a finished model on held-out data, beyond the additive metrics.
+
+From the model's outputs on a split (logits for classes, values for regression): ranking and
+probabilistic metrics (ROC-AUC, PR-AUC, log loss, top-k accuracy, calibration error with a
+reliability diagram) and bootstrap confidence intervals of the headline metrics, each
+interval one vmap over resamples. Pure functions from ``jaxtrain.metrics``; this module only
+picks which apply to the task and collects them for ``metrics.json`` and the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtrain.metrics import (
+    average_precision,
+    bootstrap_ci,
+    expected_calibration_error,
+    log_loss,
+    mae,
+    r2,
+    reliability_diagram,
+    rmse,
+    roc_auc,
+    roc_auc_ovr,
+    top_k_accuracy,
+)
+
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.95
+
+
+def _interval(metric, *arrays, key) -> dict[str, float]:
+    point, low, high = bootstrap_ci(
+        metric, *arrays, key=key, n_resamples=BOOTSTRAP_RESAMPLES, confidence=CONFIDENCE
+    )
+    return {"value": float(point), "low": float(low), "high": float(high)}
+
+
+def classification_analysis(
+    logits: np.ndarray, labels: np.ndarray, seed: int, plot_path: Path | None = None
+) -> dict[str, Any]:
+    """logits f32[n, K], labels i32[n] -> ranking, probabilistic and calibration metrics, and
+    95% bootstrap intervals of accuracy (and ROC-AUC). Writes the reliability diagram to
+    ``plot_path`` when given. AUCs of a class absent from ``labels`` are NaN."""
+    probs = jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+    labels = jnp.asarray(labels, jnp.int32)
+    num_classes = probs.shape[-1]
+    key = jax.random.key(seed)
+    accuracy = lambda y, p: jnp.mean(jnp.argmax(p, -1) == y)  # noqa: E731
+    result: dict[str, Any] = {
+        "log_loss": float(log_loss(labels, probs)),
+        "ece": float(expected_calibration_error(labels, probs)),
+    }
+    if num_classes == 2:
+        auc = lambda y, p: roc_auc(y, p[:, 1])  # noqa: E731
+        result["roc_auc"] = float(auc(labels, probs))
+        result["pr_auc"] = float(average_precision(labels, probs[:, 1]))
+    else:
+        auc = lambda y, p: roc_auc_ovr(y, p)  # noqa: E731
+        result["roc_auc_ovr_macro"] = float(auc(labels, probs))
+        result["pr_auc_ovr_macro"] = float(average_precision(labels, probs))
+        for k in (2, 5):
+            if k < num_classes:
+                result[f"top_{k}_accuracy"] = float(top_k_accuracy(labels, probs, k))
+    result["intervals"] = {
+        "accuracy": _interval(accuracy, labels, probs, key=key),
+        "roc_auc": _interval(auc, labels, probs, key=jax.random.fold_in(key, 1)),
+    }
+    if plot_path is not None:
+        result["reliability_diagram"] = reliability_diagram(labels, probs, path=plot_path).name
+    return result
+
+
+def regression_analysis(values: np.ndarray, targets: np.ndarray, seed: int) -> dict[str, Any]:
+    """values f32[n, k], targets f32[n] or [n, k] (both in the data's units) -> 95% bootstrap
+    intervals of R², RMSE and MAE."""
+    values = jnp.asarray(values, jnp.float32)
+    targets = jnp.asarray(targets, jnp.float32).reshape(values.shape)
+    key = jax.random.key(seed)
+    metrics = {"r2": r2, "rmse": rmse, "mae": mae}
+    return {
+        "intervals": {
+            name: _interval(
+                lambda y, p, f=fn: f(y, p), targets, values, key=jax.random.fold_in(key, i)
+            )
+            for i, (name, fn) in enumerate(metrics.items())
+        }
+    }

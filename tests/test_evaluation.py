@@ -1,0 +1,203 @@
+"""The evidence after a run: held-out analysis, diagnosis, early stopping, regularisation
+knobs, cost, learning curves. References: scikit-learn on the run's own predictions, optax's
+losses, closed forms, and runs made to overfit on purpose."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+from jaxtrain.config import AugmentConfig, load_config
+from jaxtrain.learning_curve import subsample
+from jaxtrain.runner import learning_curve_run, train
+from jaxtrain.train import build_pieces
+from jaxtrain.train.augment import build_augment, flip_horizontal, random_crop
+from jaxtrain.train.diagnosis import diagnose
+from jaxtrain.train.tasks import classification
+from tests.support import CONFIGS, small_mlp_yaml
+
+OVERFIT = """
+name: overfit
+data: {name: breast_cancer, batch_size: 16, validation_fraction: 0.3, test_fraction: 0.2}
+model: {name: mlp, hidden: [128, 128]}
+optimizer: {name: adam, learning_rate: 0.003}
+train: {epochs: 40, log_every: 5, checkpoint: {monitor: loss}}
+"""
+
+
+@pytest.fixture(scope="module")
+def overfit_yaml(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "overfit.yaml"
+    path.write_text(OVERFIT)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    overrides = ["train.epochs=6", "model.dropout=0.0"]
+    return train(CONFIGS / "breast_cancer_mlp.yaml", overrides, runs_dir=runs, progress=False)
+
+
+def _test_probabilities(run):
+    config = load_config(run.run_dir / "config.yaml")
+    pieces = build_pieces(config)
+    summary = json.loads((run.run_dir / "metrics.json").read_text())
+    checkpoints = pieces.checkpoints(run.run_dir / "checkpoints", config)
+    state = checkpoints.restore(summary["best_step"], pieces.state)
+    checkpoints.close()
+    test = pieces.data.splits["test"]
+    logits = pieces.model.apply({"params": state.params}, test.inputs, train=False)
+    return summary, np.asarray(jax.nn.softmax(logits)), test.labels
+
+
+def test_held_out_analysis_equals_sklearn_on_the_runs_predictions(mlp_run) -> None:
+    summary, probs, labels = _test_probabilities(mlp_run)
+    analysis = summary["analysis"]
+    assert analysis["roc_auc"] == pytest.approx(roc_auc_score(labels, probs[:, 1]), abs=1e-6)
+    assert analysis["pr_auc"] == pytest.approx(
+        average_precision_score(labels, probs[:, 1]), abs=1e-6
+    )
+    assert analysis["log_loss"] == pytest.approx(log_loss(labels, probs), abs=1e-5)
+    accuracy = analysis["intervals"]["accuracy"]
+    assert accuracy["value"] == pytest.approx(summary["test"]["accuracy"], abs=1e-6)
+    assert accuracy["low"] <= accuracy["value"] <= accuracy["high"] < 1.0 + 1e-9
+    # A 95% interval on ~114 examples near 0.95 accuracy is a few points wide, not zero.
+    assert 0.01 < accuracy["high"] - accuracy["low"] < 0.2
+    assert (mlp_run.run_dir / "reliability.png").is_file()
+    assert "95% bootstrap interval" in (mlp_run.run_dir / "report.md").read_text()
+
+
+def test_cost_section_counts_flops_twice_and_they_agree(mlp_run) -> None:
+    cost = json.loads((mlp_run.run_dir / "metrics.json").read_text())["cost"]
+    flops = cost["flops_per_step"]
+    # Dense MLP without dropout: XLA's count and the analytic one agree within 25%.
+    assert flops["xla"] == pytest.approx(flops["analytic"], rel=0.25)
+    assert cost["flops_warning"] is None
+    assert cost["params"] == 30 * 64 + 64 + 64 * 64 + 64 + 64 * 2 + 2
+    assert 0 < cost["mfu"] < 1
+    assert cost["achieved_flops"] == pytest.approx(flops["analytic"] / cost["step_time_s"])
+    assert cost["peak_memory_bytes"] > 0 and cost["energy"]["joules"] > 0
+
+
+def test_diagnosis_rules_on_constructed_curves() -> None:
+    def records(train, validation):
+        rows = [{"step": 10 * (i + 1), "split": "train", "loss": v} for i, v in enumerate(train)]
+        rows += [
+            {"step": 10 * (i + 1), "split": "validation", "loss": v}
+            for i, v in enumerate(validation)
+        ]
+        return rows
+
+    falling = [1.0, 0.5, 0.2, 0.1, 0.05]
+    overfit = diagnose(records(falling, [0.9, 0.5, 0.4, 0.5, 0.6]), baseline_loss=1.0)
+    assert overfit["verdict"] == "overfitting"
+    # "final" training loss: the mean of the last three log points.
+    assert overfit["best_validation_step"] == 30
+    assert overfit["gap"] == pytest.approx(0.6 - (0.2 + 0.1 + 0.05) / 3)
+    under = diagnose(records([1.0, 0.95, 0.9, 0.9, 0.9], [0.95] * 5), baseline_loss=1.0)
+    assert under["verdict"] == "underfitting"
+    good = diagnose(records(falling, [0.9, 0.5, 0.3, 0.2, 0.2]), baseline_loss=1.0)
+    assert good["verdict"] == "good fit"
+    # A rise within 5% of the minimum is noise, not overfitting.
+    noisy = diagnose(records(falling, [0.9, 0.5, 0.3, 0.2, 0.209]), baseline_loss=1.0)
+    assert noisy["verdict"] == "good fit"
+
+
+def test_a_run_made_to_overfit_is_diagnosed_and_early_stopping_restores_the_best(
+    overfit_yaml, tmp_path
+) -> None:
+    full = train(overfit_yaml, runs_dir=tmp_path, progress=False)
+    full_summary = json.loads((full.run_dir / "metrics.json").read_text())
+    assert full_summary["diagnosis"]["verdict"] == "overfitting"
+    assert full.step == full.total_steps
+
+    stopped = train(overfit_yaml, ["train.early_stopping={patience: 3}"], runs_dir=tmp_path,
+                    progress=False)  # fmt: skip
+    summary = json.loads((stopped.run_dir / "metrics.json").read_text())
+    early = summary["training"]["early_stopped"]
+    assert stopped.status == "finished" and stopped.step == early["step"] < stopped.total_steps
+    assert summary["best_step"] == early["best_step"] < early["step"]
+    # The same seeds: identical up to the stop, so the best validation loss is the full run's.
+    assert early["best"] == pytest.approx(full_summary["validation"]["loss"], abs=1e-6)
+    assert summary["test"]["loss"] == pytest.approx(full_summary["test"]["loss"], abs=1e-6)
+
+
+def test_label_smoothing_changes_the_training_loss_only() -> None:
+    logits = jax.random.normal(jax.random.key(0), (8, 5))
+    labels = jnp.arange(8) % 5
+    task = classification(5, label_smoothing=0.1)
+    reference = optax.softmax_cross_entropy(
+        logits, optax.smooth_labels(jax.nn.one_hot(labels, 5), 0.1)
+    )
+    np.testing.assert_allclose(task.loss(logits, labels), reference, rtol=1e-6)
+    sums = task.eval_sums(logits, labels, jnp.ones(8, bool))
+    plain = optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
+    assert float(sums["loss_sum"]) == pytest.approx(float(plain), rel=1e-6)
+
+
+def test_augmentations_are_what_they_say() -> None:
+    images = jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
+    flipped = flip_horizontal(images, jax.random.key(1))
+    for original, out in zip(np.asarray(images), np.asarray(flipped), strict=True):
+        assert np.array_equal(out, original) or np.array_equal(out, original[:, ::-1])
+    np.testing.assert_array_equal(random_crop(images, jax.random.key(2), 0), images)
+    cropped = np.asarray(random_crop(images, jax.random.key(2), 2))
+    assert cropped.shape == images.shape
+    # A crop is a shift: every crop is a window of the zero-padded image.
+    padded = np.pad(np.asarray(images), ((0, 0), (2, 2), (2, 2), (0, 0)))
+    for i in range(16):
+        windows = [padded[i, r : r + 8, c : c + 8] for r in range(5) for c in range(5)]
+        assert any(np.array_equal(cropped[i], w) for w in windows)
+    noise = build_augment(AugmentConfig(noise_std=0.5))
+    drawn = np.asarray(noise(jnp.zeros((4000,)), jax.random.key(3)))
+    assert drawn.std() == pytest.approx(0.5, rel=0.05)
+    assert build_augment(AugmentConfig()) is None
+
+
+def test_augmented_training_is_deterministic_and_different(tmp_path) -> None:
+    config = tmp_path / "small.yaml"
+    config.write_text(small_mlp_yaml())  # digits images [8, 8, 1] into a small MLP
+    base = ["train.epochs=1", "train.eval_every=1000"]
+    augmented = [*base, "train.augment={crop_padding: 1, flip_horizontal: true, noise_std: 0.1}"]
+    runs = [
+        train(config, o, runs_dir=tmp_path, progress=False) for o in (augmented, augmented, base)
+    ]
+    a, b, c = (jax.tree.leaves(r.state.params) for r in runs)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_learning_curve_command(tmp_path) -> None:
+    run_dir, result = learning_curve_run(
+        CONFIGS / "breast_cancer_mlp.yaml",
+        ["train.epochs=4", "train.eval_every=20"],
+        [0.25, 1.0],
+        runs_dir=tmp_path,
+        progress=False,
+    )
+    rows = result["rows"]
+    assert [row["train_examples"] for row in rows] == [round(0.25 * 370), 370]
+    assert (run_dir / "learning_curve.png").is_file()
+    assert (run_dir / "fraction_0.25" / "metrics.json").is_file()
+    assert "Verdict" in (run_dir / "report.md").read_text()
+
+
+def test_subsample_keeps_class_proportions_and_held_out_splits() -> None:
+    config = load_config(CONFIGS / "digits_cnn.yaml")
+    from jaxtrain.data import prepare_data
+
+    data = prepare_data(config.data)
+    half = subsample(data, 0.5, seed=0)
+    full_counts = np.bincount(data.splits["train"].labels, minlength=10)
+    half_counts = np.bincount(half.splits["train"].labels, minlength=10)
+    assert np.all(np.abs(half_counts - full_counts / 2) <= 1)
+    assert half.splits["test"] is data.splits["test"]
+    assert math.isclose(len(half.splits["train"]), len(data.splits["train"]) / 2, abs_tol=5)
