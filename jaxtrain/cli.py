@@ -61,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         learning_curve_run,
         train,
     )
+    from jaxtrain.train.loop import NonFiniteError
 
     try:
         if args.verb == "train":
@@ -109,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DatasetError, RunError) as err:
         print(f"jaxtrain: error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteError as err:  # not the user's typo, but a clear end all the same
+        print(f"jaxtrain: training failed: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

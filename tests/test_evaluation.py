@@ -201,3 +201,53 @@ def test_subsample_keeps_class_proportions_and_held_out_splits() -> None:
     assert np.all(np.abs(half_counts - full_counts / 2) <= 1)
     assert half.splits["test"] is data.splits["test"]
     assert math.isclose(len(half.splits["train"]), len(data.splits["train"]) / 2, abs_tol=5)
+
+
+def _poisoned(config_path, batch_index: int):
+    """A replacement for the pipeline's gather that makes training batch ``batch_index`` NaN
+    (recognised by its example indices, since grain may read batches ahead of use)."""
+    import grain
+
+    from jaxtrain.data import pipeline, prepare_data
+
+    config = load_config(config_path)
+    n = len(prepare_data(config.data).splits["train"])
+    target = (
+        grain.MapDataset.range(n)
+        .shuffle(seed=config.data.seed)
+        .repeat(config.train.epochs)
+        .batch(config.data.batch_size, drop_remainder=True, batch_fn=np.asarray)[batch_index]
+    )
+    original = pipeline._Gather.__call__
+
+    def gather(self, indices):
+        batch = original(self, indices)
+        if np.array_equal(indices, target):
+            batch = {**batch, "inputs": np.full_like(batch["inputs"], np.nan)}
+        return batch
+
+    return gather
+
+
+def test_a_nan_batch_stops_the_run_naming_the_step(tmp_path, monkeypatch) -> None:
+    from jaxtrain.data import pipeline
+    from jaxtrain.train.loop import NonFiniteError
+
+    config = tmp_path / "small.yaml"
+    config.write_text(small_mlp_yaml())
+    monkeypatch.setattr(pipeline._Gather, "__call__", _poisoned(config, 6))
+    with pytest.raises(NonFiniteError, match="at step 7 .batch 6 of the training stream"):
+        train(config, ["train.eval_every=1000"], runs_dir=tmp_path, progress=False)
+
+
+def test_skip_policy_steps_over_a_nan_batch_with_the_state_intact(tmp_path, monkeypatch) -> None:
+    from jaxtrain.data import pipeline
+
+    config = tmp_path / "small.yaml"
+    config.write_text(small_mlp_yaml())
+    monkeypatch.setattr(pipeline._Gather, "__call__", _poisoned(config, 6))
+    result = train(config, ["train.nonfinite=skip"], runs_dir=tmp_path, progress=False)
+    summary = json.loads((result.run_dir / "metrics.json").read_text())
+    assert summary["training"]["skipped_nonfinite_steps"] == 1
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(result.state.params))
+    assert summary["test"]["accuracy"] > 0.8

@@ -339,6 +339,9 @@ class TrainConfig:
     ``eval_every`` (steps) defaults to once per epoch; every evaluation is also a checkpoint.
     ``label_smoothing`` (classification) mixes the one-hot targets with the uniform
     distribution in the training loss only; held-out losses stay plain cross-entropy.
+    A step whose loss or gradient is not finite never updates the state; ``nonfinite`` says
+    what follows: ``stop`` (an error naming the step and batch, at the next log point) or
+    ``skip`` (carry on; the count is in metrics.json).
     """
 
     epochs: PositiveInt = 10
@@ -348,6 +351,7 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig | None = None
     label_smoothing: Fraction = 0.0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    nonfinite: Literal["stop", "skip"] = "stop"
 
     @model_validator(mode="after")
     def _one_monitor(self) -> TrainConfig:

@@ -23,7 +23,11 @@ _TAIL = 3  # training log points averaged for the "final" training loss
 
 
 def _curve(records: Sequence[Mapping[str, Any]], split: str) -> list[tuple[int, float]]:
-    return [(int(r["step"]), float(r["loss"])) for r in records if r.get("split") == split]
+    return [
+        (int(r["step"]), float(r["loss"]))
+        for r in records
+        if r.get("split") == split and r.get("loss") is not None  # None: a non-finite mean
+    ]
 
 
 def diagnose(records: Sequence[Mapping[str, Any]], baseline_loss: float | None) -> dict[str, Any]:

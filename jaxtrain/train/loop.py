@@ -142,6 +142,7 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
 
     status = "finished"
     window: list[dict[str, jax.Array]] = []
+    skipped = 0  # steps whose update was skipped for a non-finite loss or gradient
     started = time.perf_counter()
     first_step_s = 0.0
     with (
@@ -163,8 +164,10 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
                 first_step_s = time.perf_counter() - started
             window.append(step_metrics)
             if step % config.train.log_every == 0 or step == total_steps:
-                logged = _mean(window)
+                fetched = jax.device_get(window)
                 window.clear()
+                skipped += _check_finite(fetched, step, config, len(pieces.data.splits["train"]))
+                logged = _mean(fetched)
                 writer.write(step, "train", {"epoch": step / steps_per_epoch, **logged})
                 bar.set_postfix({k: f"{logged[k]:.4f}" for k in _SHOWN if k in logged})
             bar.update(1)
@@ -213,6 +216,7 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
                 ),
                 "resumed_from": resumed_from or None,
                 "early_stopped": stopping.report(),
+                "skipped_nonfinite_steps": skipped,
             },
         )
     return RunResult(status, step, total_steps, state, test, run_dir)
@@ -258,6 +262,28 @@ def _throughput(steps: int, batch_size: int, seconds: float) -> float | None:
     return steps * batch_size / seconds if steps > 0 and seconds > 0 else None
 
 
-def _mean(window: list[Mapping[str, jax.Array]]) -> dict[str, float]:
-    fetched = jax.device_get(window)
+def _mean(fetched: list[Mapping[str, Any]]) -> dict[str, float]:
     return {key: float(np.mean([m[key] for m in fetched])) for key in fetched[0]}
+
+
+class NonFiniteError(RuntimeError):
+    """Training met a NaN/inf loss or gradient and ``train.nonfinite`` is ``stop``."""
+
+
+def _check_finite(fetched: list[Mapping[str, Any]], step: int, config: Config, n: int) -> int:
+    """Count the window's skipped (non-finite) steps; with ``train.nonfinite: stop`` raise
+    :class:`NonFiniteError` naming the first one and its batch. ``step`` is the window's last
+    step; the stream's batch ``s - 1`` fed step ``s``."""
+    bad = [i for i, m in enumerate(fetched) if m["nonfinite"]]
+    if bad and config.train.nonfinite == "stop":
+        first = step - len(fetched) + 1 + bad[0]
+        batch = first - 1
+        epoch, offset = divmod(batch * config.data.batch_size, n)
+        raise NonFiniteError(
+            f"non-finite loss or gradient at step {first} (batch {batch} of the training "
+            f"stream: epoch {epoch}, examples {offset}..{offset + config.data.batch_size - 1} of "
+            f"that epoch's order; {len(bad)} such step(s) in the last {len(fetched)}); the update "
+            "was skipped and nothing after it was checkpointed. Lower the learning rate, clip "
+            "gradients (optimizer.grad_clip_norm) or set train.nonfinite=skip"
+        )
+    return len(bad)

@@ -65,7 +65,8 @@ def make_train_step(
     f32[b]. ``task`` defaults to classification; ``augment(inputs, key)`` transforms the
     inputs first, with a key folded from the step's. Metrics are f32 scalars: the mean ``loss``
     (penalty included), the task's batch metrics (e.g. ``accuracy``), the global
-    ``grad_norm`` and the ``learning_rate`` used.
+    ``grad_norm``, the ``learning_rate`` used and ``nonfinite`` (1 when the loss or the
+    gradient was NaN/inf: that update was skipped, the state carried over unchanged).
     """
     task = task or classification(0)  # the class count only matters for evaluation
     loss_fn = make_loss_fn(model, task, penalty)
@@ -79,17 +80,24 @@ def make_train_step(
             state.params, state, batch, step_key
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        grad_norm = optax.global_norm(grads)
+        # A non-finite loss or gradient skips the update (state kept, step still counted) and
+        # says so in the metrics; the host decides what to do when it next reads them.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        updated = (optax.apply_updates(state.params, updates), opt_state, model_state)
+        kept = (state.params, state.opt_state, state.model_state)
+        params, opt_state, model_state = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old), updated, kept
+        )
         new_state = state.replace(
-            step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
-            opt_state=opt_state,
-            model_state=model_state,
+            step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state
         )
         metrics = {
             "loss": loss,
             **task.batch_metrics(outputs, batch["labels"]),
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": grad_norm,
             "learning_rate": jnp.asarray(opt_state.hyperparams["learning_rate"], jnp.float32),
+            "nonfinite": (~finite).astype(jnp.float32),
         }
         return new_state, metrics
 
