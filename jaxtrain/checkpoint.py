@@ -8,18 +8,40 @@ restored.
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from pathlib import Path
 from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxtrain.config import CheckpointConfig
 
 
+class CorruptCheckpoint(ValueError):
+    """A checkpoint folder whose files are unreadable or whose arrays fail their digest."""
+
+
+def state_digest(state: Any) -> str:
+    """SHA-256 over the tree structure, every leaf's dtype, shape and bytes (host copies);
+    typed PRNG keys are hashed through their key data."""
+    digest = hashlib.sha256(str(jax.tree.structure(state)).encode())
+    for leaf in jax.tree.leaves(state):
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        array = np.asarray(jax.device_get(leaf))
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
 class Checkpoints:
     """A run's ``checkpoints/`` folder. Metrics given to :meth:`save` rank the best step."""
+
+    directory: Path
 
     def __init__(
         self,
@@ -47,7 +69,8 @@ class Checkpoints:
             enable_async_checkpointing=config.async_save,
             create=True,
         )
-        self._manager = ocp.CheckpointManager(Path(directory).absolute(), options=options)
+        self.directory = Path(directory).absolute()
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def _score(self, metrics: dict[str, float]) -> float:
         return float(metrics[self.monitor])
@@ -65,19 +88,60 @@ class Checkpoints:
             state=ocp.args.StandardSave(state),
             data=grain.checkpoint.CheckpointSave(data_iterator),
             config=ocp.args.JsonSave(config),
+            integrity=ocp.args.JsonSave({"state_sha256": state_digest(state)}),
         )
         self._manager.save(step, args=args, metrics=metrics)
 
     def restore(
         self, step: int, like: Any, data_iterator: grain.DatasetIterator | None = None
     ) -> Any:
-        """The state saved at ``step``, shaped like ``like``; sets ``data_iterator``'s position."""
+        """The state saved at ``step``, shaped like ``like``; sets ``data_iterator``'s position.
+
+        Raises :class:`CorruptCheckpoint` (naming the step's folder) when the files cannot be
+        read or the arrays no longer match the digest written with them.
+        """
+        folder = self.directory / str(step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         items = {"state": ocp.args.StandardRestore(abstract)}
+        checked = (folder / "integrity").is_dir()  # checkpoints from before digests: unchecked
+        if checked:
+            items["integrity"] = ocp.args.JsonRestore()
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as err:  # noqa: BLE001 - Orbax/TensorStore raise many types
+            raise CorruptCheckpoint(
+                f"{folder}: cannot be restored ({type(err).__name__}: {str(err)[:200]})"
+            ) from None
+        if checked and state_digest(restored.state) != restored.integrity["state_sha256"]:
+            raise CorruptCheckpoint(f"{folder}: its arrays do not match the digest saved with them")
         return restored.state
+
+    def restore_latest_good(
+        self, like: Any, data_iterator: grain.DatasetIterator | None = None
+    ) -> tuple[int | None, Any]:
+        """``(step, state)`` of the newest checkpoint that restores intact, trying older ones
+        when the newest is damaged (each skipped one is reported on stderr with its folder);
+        ``(None, like)`` when there is no checkpoint. Raises CorruptCheckpoint if all are bad."""
+        steps = sorted(self.all_steps(), reverse=True)
+        problems = []
+        for step in steps:
+            try:
+                return step, self.restore(step, like, data_iterator)
+            except CorruptCheckpoint as err:
+                problems.append(str(err))
+                # Set aside, not deleted (for inspection), so training can save this step anew.
+                aside = self.directory / f"{step}.damaged"
+                (self.directory / str(step)).rename(aside)
+                self._manager.reload()
+                print(
+                    f"jaxtrain: warning: {err}; moved to {aside.name}, trying an older checkpoint",
+                    file=sys.stderr,
+                )
+        if problems:
+            raise CorruptCheckpoint("no checkpoint restores intact: " + "; ".join(problems))
+        return None, like
 
     def metrics(self, step: int) -> dict[str, float] | None:
         return self._manager.metrics(step)

@@ -18,6 +18,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
     train.add_argument("--runs-dir", help="where run directories go (default ./runs)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--check-determinism",
+        type=int,
+        metavar="N",
+        help="run the first N steps twice, compare parameter digests, exit 0 if equal (no run)",
+    )
 
     evaluate = verbs.add_parser("eval", help="re-evaluate a run's best checkpoint")
     evaluate.add_argument("run_dir")
@@ -52,10 +58,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Imported after parsing so `--help` and argument errors stay instant.
+    from jaxtrain.checkpoint import CorruptCheckpoint
     from jaxtrain.config import ConfigError
     from jaxtrain.data import DatasetError
     from jaxtrain.runner import (
         RunError,
+        check_determinism,
         evaluate_run,
         generate_text,
         learning_curve_run,
@@ -64,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxtrain.train.loop import NonFiniteError
 
     try:
+        if args.verb == "train" and args.check_determinism is not None:
+            if args.config is None:
+                raise ConfigError("--check-determinism needs a config file")
+            report = check_determinism(args.config, list(args.overrides), args.check_determinism)
+            print(json.dumps(report))
+            return 0 if report["deterministic"] else 1
         if args.verb == "train":
             config, overrides = args.config, list(args.overrides)
             if args.resume and config and "=" in config:
@@ -107,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             result = evaluate_run(args.run_dir)
             print(json.dumps({"step": result["step"], **_headline(result["test"])}))
-    except (ConfigError, DatasetError, RunError) as err:
+    except (ConfigError, DatasetError, RunError, CorruptCheckpoint) as err:
         print(f"jaxtrain: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteError as err:  # not the user's typo, but a clear end all the same

@@ -6,13 +6,15 @@ directory is created, so a bad invocation writes nothing.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +84,37 @@ def environment() -> dict[str, Any]:
     }
 
 
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` for the block, or raise RunError at once if
+    another process holds it. The OS releases the lock when its holder exits, even by
+    ``kill -9``, so a crashed run never leaves its directory locked."""
+    path = run_dir / LOCK_FILE
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunError(
+            f"{run_dir}: in use by another jaxtrain process (pid {holder}); wait for it or "
+            "stop it before resuming or evaluating here"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
 def train(
     config_path: str | Path | None,
     overrides: Sequence[str] = (),
@@ -104,10 +137,12 @@ def train(
                 f"{RESUMABLE_PREFIX}* settings can change when resuming (the checkpoint was "
                 "made with the rest); start a new run instead"
             )
-        config = load_config(run_dir / CONFIG_FILE, overrides)
-        data = _checked_data(config, run_dir / CONFIG_FILE, _stored_stats(run_dir))
-        if overrides:
-            dump_config(config, run_dir / CONFIG_FILE)
+        with run_lock(run_dir):  # checked before anything in the directory changes
+            config = load_config(run_dir / CONFIG_FILE, overrides)
+            data = _checked_data(config, run_dir / CONFIG_FILE, _stored_stats(run_dir))
+            if overrides:
+                dump_config(config, run_dir / CONFIG_FILE)
+            return _train_locked(config, run_dir, data, resume, progress)
     else:
         if config_path is None:
             raise ConfigError("a config file is required (or --resume RUN_DIR)")
@@ -116,6 +151,11 @@ def train(
         run_dir = new_run_dir(Path(runs_dir) if runs_dir else default_runs_dir(), config.name)
         dump_config(config, run_dir / CONFIG_FILE)
         (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+    with run_lock(run_dir):
+        return _train_locked(config, run_dir, data, resume, progress)
+
+
+def _train_locked(config, run_dir, data, resume, progress) -> RunResult:
     if is_fitted(config.model):
         if resume is not None:
             raise RunError(
@@ -133,6 +173,50 @@ def train(
             callbacks=(preemption,),
             progress=progress,
         )
+
+
+def check_determinism(
+    config_path: str | Path, overrides: Sequence[str] = (), steps: int = 20
+) -> dict[str, Any]:
+    """``jaxtrain train CONFIG --check-determinism N``: run the first ``steps`` training steps
+    twice from scratch (same config and seeds, fresh state and data stream each time) and
+    compare SHA-256 digests of the parameters. Writes nothing."""
+    from jaxtrain.checkpoint import state_digest
+    from jaxtrain.data import train_batches
+    from jaxtrain.train.augment import build_augment
+    from jaxtrain.train.step import make_train_step
+
+    if steps < 1:
+        raise ConfigError(f"--check-determinism: {steps} steps; give at least 1")
+    config = load_config(config_path, overrides)
+    data = _checked_data(config, config_path)
+    digests = []
+    for _ in range(2):
+        pieces = build_pieces(config, data)
+        step = jax.jit(
+            make_train_step(
+                pieces.model,
+                pieces.tx,
+                pieces.task,
+                pieces.penalty,
+                build_augment(config.train.augment),
+            )
+        )
+        stream = iter(
+            train_batches(
+                data.splits["train"], config.data.batch_size, config.train.epochs, config.data.seed
+            )
+        )
+        state = pieces.state
+        for _ in range(min(steps, pieces.total_steps)):
+            state, _ = step(state, next(stream))
+        digests.append(state_digest(state.params))
+    return {
+        "steps": min(steps, pieces.total_steps),
+        "digests": digests,
+        "deterministic": digests[0] == digests[1],
+        "platform": jax.default_backend(),
+    }
 
 
 def learning_curve_run(
@@ -172,6 +256,11 @@ def evaluate_run(run_dir: str | Path) -> dict[str, Any]:
     Writes ``eval.json`` beside the run's other outputs and returns what it wrote.
     """
     run_dir = _existing_run(run_dir)
+    with run_lock(run_dir):
+        return _evaluate_locked(run_dir)
+
+
+def _evaluate_locked(run_dir: Path) -> dict[str, Any]:
     config = load_config(run_dir / CONFIG_FILE)
     data = _checked_data(config, run_dir / CONFIG_FILE, _stored_stats(run_dir))
     if is_fitted(config.model):

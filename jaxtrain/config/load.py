@@ -87,6 +87,8 @@ def validate(raw: Mapping[str, Any], source: str, overridden: Sequence[str] = ()
         errors = err.errors(include_url=False)
         first = errors[0]
         key = _key_of(first["loc"], raw)
+        if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            key = f"{key}.name" if key else "name"  # the tag is the section's name key
         where = " (set on the command line)" if key in overridden else ""
         more = f" [and {len(errors) - 1} more problem(s)]" if len(errors) > 1 else ""
         raise ConfigError(

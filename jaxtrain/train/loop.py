@@ -124,10 +124,9 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
     stopping = EarlyStopping.from_config(config.train.early_stopping, checkpoints)
     eval_step = jax.jit(make_eval_step(pieces.model, task))
     step = resumed_from = 0
-    if resume:
-        if checkpoints.latest_step() is not None:
-            step = resumed_from = checkpoints.latest_step()
-            state = checkpoints.restore(step, state, iterator)
+    if resume:  # the newest checkpoint that restores intact (damaged ones are set aside)
+        found, state = checkpoints.restore_latest_good(state, iterator)
+        step = resumed_from = found or 0
         truncate_after(run_dir, step)  # log lines written after the checkpoint are redone
     callback = chain(*callbacks)
 
