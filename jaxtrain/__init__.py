@@ -3,8 +3,10 @@
 The public API, by layer (see README "Python API"):
 
 - config:  ``load_config``, ``Config`` and its sections, ``ConfigError``
-- data:    ``prepare_data``, ``load_tfds``, ``train_batches``, ``eval_batches``,
-           ``stratified_split``, ``fit_normalizer``, ``DatasetError``
+- data:    ``prepare_data``, ``load_tfds``, ``load_table``, ``train_batches``,
+           ``eval_batches``, ``stratified_split``, ``random_split``, ``grouped_split``,
+           ``kfold_indices``, ``find_label_errors``, ``confident_learning``,
+           ``write_data_report``, ``fit_normalizer``, ``DatasetError``
 - models:  ``build_model``, ``MLP``, ``CNN``, ``ResNet``, ``Linear``, ``TransformerLM``,
            ``ViT``, ``generate``, ``fit_least_squares``, ``fit_tree``, ``fit_forest``
 - train:   ``TrainState``, ``create_train_state``, ``build_optimizer``, ``make_train_step``,
@@ -70,6 +72,15 @@ _EXPORTS = {
     "Task": "jaxtrain.train.tasks",
     "task_for": "jaxtrain.train.tasks",
     "fit_and_evaluate": "jaxtrain.train.fit",
+    "load_table": "jaxtrain.data",
+    "find_label_errors": "jaxtrain.data",
+    "confident_learning": "jaxtrain.data",
+    "kfold_indices": "jaxtrain.data",
+    "grouped_split": "jaxtrain.data",
+    "random_split": "jaxtrain.data",
+    "write_data_report": "jaxtrain.data",
+    "learning_curve_run": "jaxtrain.runner",
+    "check_determinism": "jaxtrain.runner",
 }
 
 __all__ = sorted(_EXPORTS)

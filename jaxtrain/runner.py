@@ -22,10 +22,17 @@ import jax
 import numpy as np
 
 from jaxtrain.config import Config, ConfigError, dump_config, load_config
-from jaxtrain.data import DatasetError, PreparedData, check_available, prepare_data
+from jaxtrain.data import (
+    DatasetError,
+    PreparedData,
+    check_available,
+    prepare_data,
+    write_data_report,
+)
 from jaxtrain.models import check_model_fits_data, is_fitted
 from jaxtrain.train import RunResult, build_pieces, stop_on_signals, train_and_evaluate
 from jaxtrain.train.evaluate import evaluate
+from jaxtrain.train.fairness_audit import sensitive_groups
 from jaxtrain.train.fit import FITTED_DIR, evaluate_fitted, fit_and_evaluate
 from jaxtrain.train.loop import DATA_STATS_FILE
 from jaxtrain.train.step import make_eval_step
@@ -151,6 +158,8 @@ def train(
         run_dir = new_run_dir(Path(runs_dir) if runs_dir else default_runs_dir(), config.name)
         dump_config(config, run_dir / CONFIG_FILE)
         (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+        if data.report is not None:
+            write_data_report(run_dir, data.report)
     with run_lock(run_dir):
         return _train_locked(config, run_dir, data, resume, progress)
 
@@ -361,6 +370,8 @@ def _checked_data(config: Config, source: str | Path, stats: dict | None = None)
             check_available(config.data.name, config.data.data_dir)
         data = prepare_data(config.data, stats=stats)
         check_model_fits_data(config.model, data)
+        if config.fairness is not None:
+            sensitive_groups(config, data)
         resolve_monitor(task_for(data), config.train.monitor)
         train_size = len(data.splits["train"])
         if config.data.batch_size > train_size:

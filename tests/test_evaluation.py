@@ -14,6 +14,7 @@ import optax
 import pytest
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
+from jaxtrain.cli import main as main_cli
 from jaxtrain.config import AugmentConfig, load_config
 from jaxtrain.learning_curve import subsample
 from jaxtrain.runner import learning_curve_run, train
@@ -251,3 +252,67 @@ def test_skip_policy_steps_over_a_nan_batch_with_the_state_intact(tmp_path, monk
     assert summary["training"]["skipped_nonfinite_steps"] == 1
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(result.state.params))
     assert summary["test"]["accuracy"] > 0.8
+
+
+@pytest.fixture(scope="module")
+def fairness_runs(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("fair")
+    return {
+        mitigation: train(
+            CONFIGS / "credit_fairness.yaml",
+            [f"fairness.mitigation={mitigation}", "train.epochs=5"],
+            runs_dir=runs,
+            progress=False,
+        )
+        for mitigation in ("none", "reweighing")
+    }
+
+
+def test_fairness_audit_equals_fairlearn_on_the_runs_predictions(fairness_runs) -> None:
+    from fairlearn.metrics import (
+        MetricFrame,
+        demographic_parity_difference,
+        demographic_parity_ratio,
+        equalized_odds_difference,
+        selection_rate,
+    )
+
+    run = fairness_runs["none"]
+    summary, probs, labels = _test_probabilities(run)
+    config = load_config(run.run_dir / "config.yaml")
+    groups = build_pieces(config).groups["test"]
+    predicted = probs.argmax(1)
+    audit = summary["fairness"]["model"]
+    kwargs = {"sensitive_features": groups}
+    assert audit["demographic_parity_difference"] == pytest.approx(
+        demographic_parity_difference(labels, predicted, **kwargs), abs=1e-6
+    )
+    assert audit["demographic_parity_ratio"] == pytest.approx(
+        demographic_parity_ratio(labels, predicted, **kwargs), abs=1e-6
+    )
+    assert audit["equalized_odds_difference"] == pytest.approx(
+        equalized_odds_difference(labels, predicted, **kwargs), abs=1e-6
+    )
+    frame = MetricFrame(metrics=selection_rate, y_true=labels, y_pred=predicted, **kwargs)
+    np.testing.assert_allclose(audit["by_group"]["selection_rate"], frame.by_group.to_numpy())
+    assert "Fairness (test split)" in (run.run_dir / "report.md").read_text()
+
+
+def test_reweighing_lowers_the_demographic_parity_difference(fairness_runs) -> None:
+    gaps = {
+        name: json.loads((run.run_dir / "metrics.json").read_text())["fairness"]["model"][
+            "demographic_parity_difference"
+        ]
+        for name, run in fairness_runs.items()
+    }
+    assert gaps["reweighing"] < 0.75 * gaps["none"], gaps
+
+
+def test_a_missing_sensitive_feature_is_a_one_line_error(tmp_path, capsys) -> None:
+    code = main_cli(
+        ["train", str(CONFIGS / "credit_fairness.yaml"), "fairness.sensitive_feature=colour",
+         "--runs-dir", str(tmp_path / "r")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "fairness.sensitive_feature" in err and "colour" in err
+    assert not (tmp_path / "r").exists()

@@ -31,6 +31,8 @@ from tests.support import CONFIGS, ROOT
 SHORT = {
     "breast_cancer_logistic.yaml": ["train.epochs=60", "train.eval_every=30"],
     "breast_cancer_mlp.yaml": ["train.epochs=2", "train.eval_every=12"],
+    "credit_fairness.yaml": ["train.epochs=1"],
+    "csv_cleaning.yaml": ["train.epochs=3", "train.eval_every=7"],
     "diabetes_linear_gd.yaml": ["train.epochs=20", "train.eval_every=10"],
     "diabetes_ridge.yaml": [],
     "digits_cnn.yaml": ["train.epochs=1"],

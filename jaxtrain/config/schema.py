@@ -372,6 +372,23 @@ class TrainConfig:
 
 
 @dataclass(config=_STRICT)
+class FairnessConfig:
+    """Audit (and optionally mitigate) a binary classifier's treatment of groups.
+
+    ``sensitive_feature`` names an integer feature of the dataset holding each example's
+    group (``group`` in ``biased_credit``). Every run then reports per-group metrics and the
+    demographic parity and equalized odds gaps on the test split, before and after per-group
+    thresholds fitted on validation for ``constraint``. ``mitigation: reweighing`` trains
+    with Kamiran-Calders weights ``P(g) P(y) / P(g, y)`` (from the training split) on each
+    example's loss.
+    """
+
+    sensitive_feature: Annotated[str, Field(min_length=1)]
+    mitigation: Literal["none", "reweighing"] = "none"
+    constraint: Literal["demographic_parity", "equal_opportunity"] = "demographic_parity"
+
+
+@dataclass(config=_STRICT)
 class Config:
     """One experiment: data, model, optimizer and training loop, plus a name and a seed.
 
@@ -387,3 +404,4 @@ class Config:
     seed: int = 0
     sweep: SweepConfig | None = None
     federated: FederatedConfig | None = None
+    fairness: FairnessConfig | None = None

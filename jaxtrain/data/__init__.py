@@ -1,8 +1,12 @@
-"""Data: TFDS sources (bundled offline builders, prepared catalog datasets), splits,
-normalisation and grain pipelines."""
+"""Data: TFDS sources (bundled offline builders, prepared catalog datasets) and CSV/Parquet
+tables, cleaning (duplicates, errors, missing values, label errors), splits and leakage
+checks, normalisation, the data report, and grain pipelines."""
 
 from jaxtrain.data.builders import LOCAL_BUILDERS
+from jaxtrain.data.data_report import DataReport, render_markdown, write_data_report
 from jaxtrain.data.dataset import PreparedData, prepare_data
+from jaxtrain.data.label_errors import LabelSuspects, confident_learning, find_label_errors
+from jaxtrain.data.labels import balanced_class_weights
 from jaxtrain.data.pipeline import eval_batches, train_batches
 from jaxtrain.data.prepare import Normalizer, fit_normalizer
 from jaxtrain.data.sources import (
@@ -13,21 +17,41 @@ from jaxtrain.data.sources import (
     default_data_dir,
     load_tfds,
 )
-from jaxtrain.data.split import stratified_split
+from jaxtrain.data.split import (
+    fold_ids,
+    grouped_split,
+    kfold_indices,
+    random_split,
+    stratified_split,
+)
+from jaxtrain.data.tabular import Table, load_table
 
 __all__ = [
     "LOCAL_BUILDERS",
     "ArraySplit",
+    "DataReport",
     "DatasetError",
+    "LabelSuspects",
     "Normalizer",
     "PreparedData",
     "RawDataset",
+    "Table",
+    "balanced_class_weights",
     "check_available",
+    "confident_learning",
     "default_data_dir",
     "eval_batches",
+    "find_label_errors",
     "fit_normalizer",
+    "fold_ids",
+    "grouped_split",
+    "kfold_indices",
+    "load_table",
     "load_tfds",
     "prepare_data",
+    "random_split",
+    "render_markdown",
     "stratified_split",
     "train_batches",
+    "write_data_report",
 ]

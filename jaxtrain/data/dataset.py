@@ -1,15 +1,46 @@
-"""From a data config to normalised train/validation/test splits in memory."""
+"""From a data config to cleaned, normalised train/validation/test splits in memory."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from jaxtrain.config import DataConfig
+from jaxtrain.config.prepare import PrepareConfig
+from jaxtrain.data.clean import (
+    Rule,
+    apply_rules,
+    conflicts,
+    exact_duplicates,
+    fit_imputer,
+    impute,
+    invalid_values,
+    missing_values,
+    near_duplicates,
+)
+from jaxtrain.data.data_report import DataReport
+from jaxtrain.data.label_errors import training_split_suspects
+from jaxtrain.data.labels import (
+    balanced_class_weights,
+    class_balance,
+    infer_class_names,
+    label_ids,
+    regression_targets,
+)
+from jaxtrain.data.leakage import check_leakage, find_leakage
 from jaxtrain.data.prepare import Normalizer, fit_normalizer
 from jaxtrain.data.sources import ArraySplit, DatasetError, RawDataset, load_text_file, load_tfds
-from jaxtrain.data.split import stratified_split
+from jaxtrain.data.split import grouped_split, random_split, stratified_split
+from jaxtrain.data.tabular import (
+    TABLE_SUFFIXES,
+    Table,
+    encode_splits,
+    feature_hashes,
+    fit_categories,
+    load_table,
+    table_from_raw,
+)
 
 SPLITS = ("train", "validation", "test")
 BYTE_VOCABULARY = 256  # text is modelled as UTF-8 bytes: no tokenizer to download
@@ -23,6 +54,12 @@ class PreparedData:
     inputs, float32 targets standardised by ``target_normalizer``) or ``language_model``
     (int32 byte windows [n, T] as inputs, the next bytes [n, T] as labels). ``split_origin``
     tells, per split, whether it is the source's own split or carved from its training split.
+    ``report`` says what preparation changed and found; ``class_weights`` f32[K] (with
+    ``data.prepare.class_weights: balanced``) weighs class k's examples in the loss (per
+    example: ``class_weights[labels]``); ``fitted`` holds the other statistics fitted on the
+    training split (class names, categories, imputation values, label suspects); ``rows``
+    maps each split to the source row of each of its examples (in the order train,
+    validation, test of the source), for joining other per-row data such as a group.
     """
 
     name: str
@@ -32,6 +69,11 @@ class PreparedData:
     split_origin: dict[str, str]
     task: str = "classification"
     target_normalizer: Normalizer | None = None
+    report: DataReport | None = None
+    class_weights: np.ndarray | None = None
+    feature_names: tuple[str, ...] = ()
+    fitted: dict = field(default_factory=dict)
+    rows: dict[str, np.ndarray] = field(default_factory=dict)  # source row of each example
 
     @property
     def num_classes(self) -> int:
@@ -56,9 +98,13 @@ class PreparedData:
         return {name: len(split) for name, split in self.splits.items()}
 
     def stats(self) -> dict:
-        """The statistics fitted on the training split, as JSON (see :meth:`with_stats`)."""
+        """Everything fitted on the training split, as JSON: the ``inputs`` and ``targets``
+        normalisers and the ``prepare`` statistics (see :func:`prepare_data`'s ``stats``)."""
         targets = self.target_normalizer.to_dict() if self.target_normalizer else None
-        return {"inputs": self.normalizer.to_dict(), "targets": targets}
+        stats = {"inputs": self.normalizer.to_dict(), "targets": targets}
+        if self.fitted:
+            stats["prepare"] = self.fitted
+        return stats
 
 
 def fitted_stats(stats: dict | None) -> tuple[Normalizer | None, Normalizer | None]:
@@ -72,6 +118,10 @@ def fitted_stats(stats: dict | None) -> tuple[Normalizer | None, Normalizer | No
     return Normalizer.from_dict(stats["inputs"]), targets and Normalizer.from_dict(targets)
 
 
+def is_table_path(path: str | None) -> bool:
+    return path is not None and path.lower().endswith(TABLE_SUFFIXES)
+
+
 def load_source(config: DataConfig) -> RawDataset:
     """The raw dataset ``config`` names: a text file at ``path``, else a TFDS dataset."""
     if config.path is not None:
@@ -82,65 +132,241 @@ def load_source(config: DataConfig) -> RawDataset:
 def prepare_data(
     config: DataConfig, normalizer: Normalizer | None = None, stats: dict | None = None
 ) -> PreparedData:
-    """Load the data, make the held-out splits, fit normalisation on train only.
+    """Load the data, clean it, make the held-out splits, fit statistics on train only.
 
     A source's own ``validation``/``test`` splits are used as they are; whichever is missing is
     carved from its ``train`` split with ``config.seed``: stratified by label for classes, at
-    random for regression, and for text by whole documents (shuffled, then cut by size), so
-    no document sits in two splits. Statistics stored with a run (``stats``, or just the
-    inputs' ``normalizer``) are applied instead of refitting: evaluation and resume reuse them.
+    random for regression, by group with a ``group_column``, and for text by whole documents
+    (shuffled, then cut by size), so no document sits in two splits. Tables and arrays go
+    through ``config.prepare`` (see :func:`prepare_table`); text is used as it is.
+    Statistics stored with a run (``stats``, or just the inputs' ``normalizer``) are applied
+    instead of refitting: evaluation and resume reuse them.
     """
+    if is_table_path(config.path):
+        table, class_names, task = _read_table(config, (stats or {}).get("prepare") or {})
+        return prepare_table(table, class_names, task, config, config.path, normalizer, stats)
     raw = load_source(config)
-    stored_inputs, stored_targets = fitted_stats(stats)
-    normalizer = normalizer or stored_inputs
     if "train" not in raw.splits:
         raise DatasetError(f"data.name: {config.name} has no 'train' split ({sorted(raw.splits)})")
-    carve = {
+    if raw.task != "language_model":
+        source = config.path or f"tfds:{config.name}"
+        table = table_from_raw(raw)
+        return prepare_table(table, raw.class_names, raw.task, config, source, normalizer, stats)
+    carve = _carve(config, set(raw.splits))
+    splits = _text_splits(raw, carve, config)
+    _check_not_empty(splits, config)
+    none = Normalizer("none", np.zeros(0, np.float32), np.ones(0, np.float32))
+    return PreparedData(config.name, splits, (), none, _origin(carve), raw.task)
+
+
+def prepare_table(
+    table: Table,
+    class_names: tuple[str, ...],
+    task: str,
+    config: DataConfig,
+    source: str,
+    normalizer: Normalizer | None = None,
+    stats: dict | None = None,
+) -> PreparedData:
+    """Clean ``table``, split it, then impute, encode, find label errors and normalise with
+    statistics fitted on the training split (or taken from ``stats``), and report each step.
+
+    labels in ``table``: int class ids (-1: missing or unknown) or float targets.
+    """
+    prepare, stored = config.prepare, (stats or {}).get("prepare") or {}
+    stored_inputs, stored_targets = fitted_stats(stats)
+    normalizer = normalizer or stored_inputs
+    if task != "classification":
+        for key, value in (
+            ("label_errors.action", prepare.label_errors.action),
+            ("class_weights", prepare.class_weights),
+        ):
+            if value not in ("off", "none"):
+                raise DatasetError(f"data.prepare.{key}: {value} needs class labels ({task})")
+    rows_in, carve = len(table), _carve(config, set(table.origin))
+    table, steps = apply_rules(table, cleaning_rules(prepare, task))
+    method = _split_method(config, task)
+    parts = {name: table.take(rows) for name, rows in split_rows(table, carve, method, config)}
+    _check_not_empty(parts, config)
+    imputation = stored.get("imputation") or fit_imputer(
+        parts["train"], prepare.missing, prepare.fill_value, prepare.add_indicator
+    )
+    parts = {name: impute(part, imputation) for name, part in parts.items()}
+    categories = stored.get("categories") or fit_categories(parts["train"])
+    parts, encoded, names, record = encode_splits(
+        parts, categories, config.encoding, config.unknown_categories
+    )
+    steps.append(record)
+    suspects = []
+    if task == "classification" and prepare.label_errors.action != "off":
+        train = parts["train"]
+        suspects, record = training_split_suspects(
+            train.rows,
+            encoded["train"],
+            train.labels,
+            class_names,
+            prepare.label_errors,
+            config.seed,
+            stored.get("label_suspects"),
+        )
+        steps.append(record)
+        if prepare.label_errors.action == "drop":
+            keep = ~np.isin(parts["train"].rows, [s["row"] for s in suspects])
+            parts["train"], encoded["train"] = parts["train"].take(keep), encoded["train"][keep]
+    _check_not_empty(parts, config)
+    leakage = {"action": prepare.leakage, "found": 0, "pairs": {}}
+    if prepare.leakage != "off":
+        hashes = {name: feature_hashes(part) for name, part in parts.items()}
+        leakage.update(find_leakage(hashes, {name: p.rows for name, p in parts.items()}))
+        check_leakage(leakage, prepare.leakage)
+    if normalizer is None:
+        normalizer = fit_normalizer(encoded["train"], config.normalize)
+    targets, weights, balance = None, None, {}
+    if task == "regression":
+        targets = stored_targets or fit_normalizer(_columns(parts["train"].labels), "standard")
+    else:
+        balance = {n: class_balance(p.labels, class_names) for n, p in parts.items()}
+        if prepare.class_weights == "balanced":
+            weights = balanced_class_weights(parts["train"].labels, len(class_names))
+    splits = {
+        name: ArraySplit(
+            normalizer(encoded[name]),
+            parts[name].labels.astype(np.int32)
+            if targets is None
+            else _uncolumns(targets(_columns(parts[name].labels)), parts[name].labels),
+        )
+        for name in SPLITS
+    }
+    fitted = {
+        "class_names": list(class_names),
+        "feature_names": list(names),
+        "categories": categories,
+        "imputation": imputation,
+    }
+    if prepare.label_errors.action != "off" and task == "classification":
+        fitted["label_suspects"] = suspects
+    if weights is not None:
+        fitted["class_weights"] = weights.tolist()
+    report = DataReport(
+        name=config.name,
+        source=source,
+        task=task,
+        rows_in=rows_in,
+        splits={name: len(split) for name, split in splits.items()},
+        split_method=method,
+        steps=steps,
+        missing={
+            "action": prepare.missing,
+            "columns": next(s["columns"] for s in steps if s["rule"] == "missing"),
+            "values": imputation["values"],
+            "indicators": imputation["indicators"],
+        },
+        label_suspects=suspects,
+        class_balance=balance,
+        class_weights=None
+        if weights is None
+        else {c: float(w) for c, w in zip(class_names, weights, strict=True)},
+        leakage=leakage,
+        features=list(names),
+    )
+    return PreparedData(
+        config.name,
+        splits,
+        tuple(class_names),
+        normalizer,
+        _origin(carve),
+        task,
+        targets,
+        report,
+        weights,
+        tuple(names),
+        fitted,
+        {name: np.asarray(parts[name].rows) for name in SPLITS},
+    )
+
+
+def cleaning_rules(prepare: PrepareConfig, task: str) -> list[Rule]:
+    """The row rules of ``data.prepare``, in the order they run (before the split)."""
+    near = prepare.near_duplicates
+    return [
+        invalid_values(prepare.invalid, prepare.ranges, prepare.categories, task),
+        missing_values(prepare.missing),
+        exact_duplicates(prepare.duplicates),
+        conflicts(prepare.conflicts),
+        near_duplicates(near.action, near.decimals, near.max_distance),
+    ]
+
+
+def split_rows(
+    table: Table, carve: dict[str, float], method: str, config: DataConfig
+) -> list[tuple[str, np.ndarray]]:
+    """Row positions of each split: a source's own splits as they are, the ``carve``d ones
+    taken from its ``train`` rows by ``method`` (stratified, random or grouped)."""
+    source_train = np.flatnonzero(table.origin == "train")
+    if method == "stratified":
+        parts = stratified_split(table.labels[source_train], carve, seed=config.seed)
+    elif method == "grouped":
+        parts = grouped_split(table.groups[source_train], carve, seed=config.seed)
+    else:
+        parts = random_split(len(source_train), carve, seed=config.seed)
+    rows = {name: source_train[indices] for name, indices in parts.items()}
+    for name in SPLITS:
+        if name not in rows:
+            rows[name] = np.flatnonzero(table.origin == name)
+    return [(name, rows[name]) for name in SPLITS]
+
+
+def _read_table(config: DataConfig, stored: dict) -> tuple[Table, tuple[str, ...], str]:
+    table = load_table(
+        config.path,
+        config.label_column,
+        config.feature_columns,
+        config.categorical_columns,
+        config.group_column,
+        config.id_column,
+    )
+    task = config.task or "classification"
+    if task == "regression":
+        return replace(table, labels=regression_targets(table.labels)), (config.label_column,), task
+    names = stored.get("class_names") or config.class_names or infer_class_names(table.labels)
+    if not names:
+        raise DatasetError(f"data.label_column: {config.label_column!r} holds no labels")
+    return replace(table, labels=label_ids(table.labels, tuple(names))), tuple(names), task
+
+
+def _split_method(config: DataConfig, task: str) -> str:
+    if config.split == "auto":
+        if config.group_column is not None:
+            return "grouped"
+        return "stratified" if task == "classification" else "random"
+    if config.split == "stratified" and task != "classification":
+        raise DatasetError(f"data.split: stratified needs class labels ({task}); use random")
+    return config.split
+
+
+def _carve(config: DataConfig, present: set[str]) -> dict[str, float]:
+    """The held-out splits the source lacks, with the fractions to carve from its train."""
+    return {
         name: fraction
         for name, fraction in (
             ("validation", config.validation_fraction),
             ("test", config.test_fraction),
         )
-        if name not in raw.splits
+        if name not in present
     }
-    if raw.task == "language_model":
-        splits = _text_splits(raw, carve, config)
-    else:
-        source_train = raw.splits["train"]
-        strata = source_train.labels if raw.task == "classification" else None
-        if strata is None:  # one stratum: a plain seeded random split
-            strata = np.zeros(len(source_train), np.int32)
-        parts = stratified_split(strata, carve, seed=config.seed)
-        splits = {name: split for name, split in raw.splits.items() if name in SPLITS}
-        for name, indices in parts.items():
-            splits[name] = ArraySplit(source_train.inputs[indices], source_train.labels[indices])
+
+
+def _origin(carve: dict[str, float]) -> dict[str, str]:
+    return {name: ("carved from train" if name in carve else "source") for name in SPLITS}
+
+
+def _check_not_empty(splits: dict, config: DataConfig) -> None:
     for name in SPLITS:
         if len(splits.get(name, ())) == 0:
             raise DatasetError(
                 f"data: the {name} split of {config.name} is empty; "
                 "raise data.validation_fraction / data.test_fraction or use more data"
             )
-    origin = {name: ("carved from train" if name in carve else "source") for name in SPLITS}
-    if raw.task == "language_model":
-        none = Normalizer("none", np.zeros(0, np.float32), np.ones(0, np.float32))
-        return PreparedData(config.name, splits, (), none, origin, raw.task)
-    if normalizer is None:
-        normalizer = fit_normalizer(splits["train"].inputs, config.normalize)
-    targets = None
-    if raw.task == "regression":
-        targets = stored_targets or fit_normalizer(_columns(splits["train"].labels), "standard")
-    normalized = {
-        name: ArraySplit(
-            normalizer(splits[name].inputs),
-            splits[name].labels.astype(np.int32)
-            if targets is None
-            else _uncolumns(targets(_columns(splits[name].labels)), splits[name].labels),
-        )
-        for name in SPLITS
-    }
-    return PreparedData(
-        config.name, normalized, raw.class_names, normalizer, origin, raw.task, targets
-    )
 
 
 def _columns(labels: np.ndarray) -> np.ndarray:

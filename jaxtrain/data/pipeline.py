@@ -19,13 +19,17 @@ class _Gather:
         self._split = split
 
     def __call__(self, indices: np.ndarray) -> Batch:
-        return {"inputs": self._split.inputs[indices], "labels": self._split.labels[indices]}
+        batch = {"inputs": self._split.inputs[indices], "labels": self._split.labels[indices]}
+        if self._split.weights is not None:
+            batch["weights"] = self._split.weights[indices]
+        return batch
 
 
 def train_batches(split: ArraySplit, batch_size: int, epochs: int, seed: int) -> grain.MapDataset:
     """The whole training stream: ``epochs`` passes, each in a new seeded order, batched.
 
-    Yields dicts ``{"inputs": f32[batch_size, ...], "labels": i32[batch_size]}``;
+    Yields dicts ``{"inputs": f32[batch_size, ...], "labels": i32[batch_size]}`` (plus
+    ``"weights": f32[batch_size]`` when the split carries per-example loss weights);
     ``len(result) == epochs * len(split) // batch_size`` (the final partial batch is dropped,
     a batch may span two epochs). Iterators over it save and restore their position with
     ``get_state``/``set_state`` (or Orbax through ``grain.checkpoint``), and the order depends

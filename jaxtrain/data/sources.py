@@ -31,11 +31,13 @@ class ArraySplit:
     """One split held in host memory.
 
     inputs: numeric [n, ...] (uint8 images, float32 features, int32 token windows);
-    labels: int32 [n] classes, float32 [n] regression targets or int32 [n, T] next tokens.
+    labels: int32 [n] classes, float32 [n] regression targets or int32 [n, T] next tokens;
+    weights: optional f32 [n] per-example loss weights (class weights, reweighing).
     """
 
     inputs: np.ndarray
     labels: np.ndarray
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -114,6 +116,26 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None = None) -> RawDatase
         for split, examples in records.items()
     }
     return RawDataset(name=name, splits=splits, class_names=class_names, task=task)
+
+
+def load_feature(name: str, data_dir: str | os.PathLike | None, feature: str) -> np.ndarray:
+    """One feature of every example of TFDS dataset ``name``, its splits concatenated in the
+    order train, validation, test (the order the preparation stage numbers rows in)."""
+    builder = _builder(name, _resolve_dir(data_dir))
+    if feature not in builder.info.features:
+        known = ", ".join(sorted(builder.info.features))
+        raise DatasetError(
+            f"fairness.sensitive_feature: {name} has no feature {feature!r} ({known})"
+        )
+    source = builder.as_data_source()
+    parts = [
+        np.asarray(
+            [ex[feature] for ex in source[split].__getitems__(list(range(len(source[split]))))]
+        )
+        for split in ("train", "validation", "test")
+        if split in source
+    ]
+    return np.concatenate(parts)
 
 
 def text_split(documents: list[bytes | str]) -> ArraySplit:

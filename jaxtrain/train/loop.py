@@ -26,6 +26,7 @@ from jaxtrain.train.augment import build_augment
 from jaxtrain.train.callbacks import Callback, EarlyStopping, chain
 from jaxtrain.train.costs import training_cost
 from jaxtrain.train.evaluate import evaluate, predict, scalars
+from jaxtrain.train.fairness_audit import fairness_audit, sensitive_groups, training_weights
 from jaxtrain.train.optim import build_optimizer
 from jaxtrain.train.outputs import write_outputs
 from jaxtrain.train.state import TrainState, count_params, create_train_state
@@ -62,6 +63,7 @@ class Pieces:
     total_steps: int
     task: Task
     penalty: Any = None
+    groups: dict[str, np.ndarray] | None = None  # fairness: each split's group ids
 
     def checkpoints(self, directory: Path, config: Config) -> Checkpoints:
         """The run's checkpoints, ranked by the task's monitored validation metric."""
@@ -72,6 +74,8 @@ class Pieces:
 def build_pieces(config: Config, data: PreparedData | None = None) -> Pieces:
     """Data, model, optimizer and the initial state for ``config`` (deterministic in its seeds)."""
     data = data or prepare_data(config.data)
+    groups = sensitive_groups(config, data) if config.fairness else None
+    data = training_weights(config, data, groups)
     total_steps = config.train.epochs * len(data.splits["train"]) // config.data.batch_size
     model = build_model(config.model, data.num_outputs, data.input_shape)
     tx = build_optimizer(config.optimizer, total_steps)
@@ -79,7 +83,7 @@ def build_pieces(config: Config, data: PreparedData | None = None) -> Pieces:
     state = create_train_state(model, tx, data.input_shape, config.seed, inputs.dtype)
     penalty = build_penalty(config.model)
     task = task_for(data, config.train.label_smoothing)
-    return Pieces(data, model, tx, state, total_steps, task, penalty)
+    return Pieces(data, model, tx, state, total_steps, task, penalty, groups)
 
 
 def train_and_evaluate(
@@ -236,6 +240,23 @@ def _finish(cost, config, run_dir, pieces, checkpoints, eval_step, last_state, t
     predict_step = jax.jit(
         lambda state, inputs: apply_model(model, state, state.params, inputs, train=False)[0]
     )
+    test_outputs = (
+        predict(predict_step, best_state, data.splits["test"], batch)
+        if task.name != "language_model"
+        else None
+    )
+    fairness = None
+    if pieces.groups is not None:
+        fairness = fairness_audit(
+            test_outputs,
+            data.splits["test"].labels,
+            pieces.groups["test"],
+            predict(predict_step, best_state, data.splits["validation"], batch),
+            data.splits["validation"].labels,
+            pieces.groups["validation"],
+            num_groups=int(max(g.max() for g in pieces.groups.values())) + 1,
+            constraint=config.fairness.constraint,
+        )
     write_outputs(
         config,
         run_dir,
@@ -245,10 +266,9 @@ def _finish(cost, config, run_dir, pieces, checkpoints, eval_step, last_state, t
         test=test,
         training={**training, "best_step": best_step},
         monitor=f"validation {checkpoints.monitor} ({checkpoints.mode})",
-        test_outputs=predict(predict_step, best_state, data.splits["test"], batch)
-        if task.name != "language_model"
-        else None,
+        test_outputs=test_outputs,
         cost=cost,
+        fairness=fairness,
     )
     return test
 

@@ -16,6 +16,7 @@ from jaxtrain.logging import plot_confusion_matrix, plot_learning_curves, read_m
 from jaxtrain.train.analysis import classification_analysis, regression_analysis
 from jaxtrain.train.diagnosis import diagnose
 from jaxtrain.train.evaluate import scalars
+from jaxtrain.train.fairness_audit import audit_lines
 
 
 def baselines(data: PreparedData) -> dict[str, float]:
@@ -102,6 +103,7 @@ def write_outputs(
     monitor: str,
     test_outputs: np.ndarray | None = None,
     cost: dict[str, Any] | None = None,
+    fairness: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``metrics.json``, the plots and ``report.md``; returns the metrics.json content.
 
@@ -124,6 +126,7 @@ def write_outputs(
         "analysis": analysis,
         "diagnosis": diagnosis,
         "cost": cost,
+        "fairness": fairness,
         "training": training,
     }
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
@@ -142,6 +145,9 @@ def write_outputs(
         sections["Held-out analysis (test split)"] = _analysis_lines(analysis)
     if diagnosis:
         sections["Diagnosis: " + diagnosis["verdict"]] = [diagnosis["evidence"]]
+    if fairness:
+        mitigation = config.fairness.mitigation if config.fairness else "none"
+        sections["Fairness (test split)"] = audit_lines(fairness, mitigation)
     if cost:
         sections["Cost"] = _cost_lines(cost)
     environment_file = run_dir / "environment.json"

@@ -1,0 +1,226 @@
+"""Likely label errors by confident learning (Northcutt, Jiang & Chuang, 2021).
+
+Out-of-fold probabilities come from k small models trained at once: one full-batch training
+function (``lax.scan`` of Adam steps on a fold-masked, weighted loss) vmapped over the folds,
+so the k-fold cross-validation is a single XLA program.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxtrain.config.prepare import LabelErrorsConfig
+from jaxtrain.data.split import fold_ids
+
+
+class LabelSuspects(NamedTuple):
+    """Examples whose given label the out-of-fold model confidently contradicts.
+
+    indices: int64 [m] positions in the inputs, most suspicious first (largest margin);
+    given, predicted: int32 [m] labels; margin: float32 [m], p(predicted) - p(given);
+    thresholds: float32 [K], per-class mean self-confidence; confident_joint: int64 [K, K]
+    counts of (given, confidently predicted) pairs.
+    """
+
+    indices: np.ndarray
+    given: np.ndarray
+    predicted: np.ndarray
+    margin: np.ndarray
+    thresholds: np.ndarray
+    confident_joint: np.ndarray
+
+
+def make_fit(
+    num_classes: int,
+    *,
+    hidden: int = 64,
+    steps: int = 300,
+    learning_rate: float = 0.05,
+    l2: float = 1e-4,
+):
+    """``fit(key, x, y, weights) -> params``: pure, jittable and vmappable.
+
+    x: f32[n, d]; y: i32[n]; weights: f32[n] (0 leaves an example out). A multinomial
+    logistic regression (``hidden`` 0) or a tanh MLP with one hidden layer, trained for
+    ``steps`` full-batch Adam steps on the weighted mean cross-entropy plus ``l2`` times the
+    squared norm of the weight matrices.
+    """
+    tx = optax.adam(learning_rate)
+
+    def fit(key: jax.Array, x: jax.Array, y: jax.Array, weights: jax.Array):
+        params = _init(key, x.shape[1], num_classes, hidden)
+
+        def loss_fn(params):
+            losses = optax.softmax_cross_entropy_with_integer_labels(predict_logits(params, x), y)
+            data = jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0)
+            return data + l2 * sum(jnp.sum(w**2) for name, w in params.items() if name[0] == "w")
+
+        def step(carry, _):
+            params, opt_state = carry
+            grads = jax.grad(loss_fn)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+        return params
+
+    return fit
+
+
+def _init(key: jax.Array, features: int, classes: int, hidden: int) -> dict:
+    if hidden == 0:
+        return {"w": jnp.zeros((features, classes)), "b": jnp.zeros(classes)}
+    k1, k2 = jax.random.split(key)
+    return {
+        "w1": jax.random.normal(k1, (features, hidden)) / jnp.sqrt(features),
+        "b1": jnp.zeros(hidden),
+        "w2": jax.random.normal(k2, (hidden, classes)) / jnp.sqrt(hidden),
+        "b2": jnp.zeros(classes),
+    }
+
+
+def predict_logits(params: dict, x: jax.Array) -> jax.Array:
+    """x: f32[n, d] -> logits f32[n, K]."""
+    if "w" in params:
+        return x @ params["w"] + params["b"]
+    return jnp.tanh(x @ params["w1"] + params["b1"]) @ params["w2"] + params["b2"]
+
+
+def out_of_fold_probabilities(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    folds: np.ndarray,
+    seed: int = 0,
+    **fit_options,
+) -> np.ndarray:
+    """Each example's class probabilities f32[n, K] from the model that did not see it.
+
+    x: float [n, d] features (standardised here); y: int [n]; folds: int [n] in 0..k-1.
+    The k models are trained by ``jax.vmap(fit)`` over fold masks: one program, one compile.
+    """
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    scale = x.std(0)
+    x = jnp.asarray((x - x.mean(0)) / np.where(scale > 0, scale, 1.0), jnp.float32)
+    k = int(folds.max()) + 1
+    masks = jnp.asarray(folds[None, :] != np.arange(k)[:, None], jnp.float32)  # [k, n]
+    keys = jax.random.split(jax.random.key(seed), k)
+    fit = make_fit(num_classes, **fit_options)
+
+    @jax.jit
+    def all_folds(keys, x, y, masks):
+        params = jax.vmap(fit, in_axes=(0, None, None, 0))(keys, x, y, masks)
+        return jax.nn.softmax(jax.vmap(predict_logits, in_axes=(0, None))(params, x))
+
+    probabilities = np.asarray(all_folds(keys, x, jnp.asarray(y, jnp.int32), masks))  # [k, n, K]
+    return probabilities[folds, np.arange(len(y))]
+
+
+def confident_learning(probabilities: np.ndarray, labels: np.ndarray) -> LabelSuspects:
+    """Suspects from out-of-fold ``probabilities`` f32[n, K] and given ``labels`` int [n].
+
+    Per class j the threshold t_j is the mean probability of j over examples labelled j
+    (its self-confidence). An example's confident label is the most probable class among
+    those whose probability reaches their threshold; examples whose confident label differs
+    from the given one (the off-diagonal of the confident joint) are suspects, ranked by the
+    margin p(confident) - p(given).
+    """
+    p = np.asarray(probabilities, np.float64)
+    n, num_classes = p.shape
+    labels = np.asarray(labels)
+    thresholds = np.array(
+        [p[labels == j, j].mean() if np.any(labels == j) else 1.0 for j in range(num_classes)]
+    )
+    above = p >= thresholds[None, :] - 1e-12
+    confident = np.where(above, p, -1.0).argmax(axis=1)
+    has_confident = above.any(axis=1)
+    joint = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(joint, (labels[has_confident], confident[has_confident]), 1)
+    suspect = has_confident & (confident != labels)
+    indices = np.flatnonzero(suspect)
+    margin = p[indices, confident[indices]] - p[indices, labels[indices]]
+    order = np.argsort(-margin, kind="stable")
+    indices = indices[order]
+    return LabelSuspects(
+        indices.astype(np.int64),
+        labels[indices].astype(np.int32),
+        confident[indices].astype(np.int32),
+        margin[order].astype(np.float32),
+        thresholds.astype(np.float32),
+        joint,
+    )
+
+
+def find_label_errors(
+    x: np.ndarray,
+    y: np.ndarray,
+    num_classes: int,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    **fit_options,
+) -> LabelSuspects:
+    """Confident learning on ``folds``-fold (stratified, seeded) out-of-fold probabilities.
+
+    x: float [n, ...] (flattened); y: int [n] given labels. ``fit_options``: ``hidden``,
+    ``steps``, ``learning_rate``, ``l2`` of :func:`make_fit`.
+    """
+    assignment = fold_ids(len(y), folds, seed, labels=y)
+    probabilities = out_of_fold_probabilities(x, y, num_classes, assignment, seed, **fit_options)
+    return confident_learning(probabilities, y)
+
+
+def training_split_suspects(
+    rows: np.ndarray,
+    features: np.ndarray,
+    labels: np.ndarray,
+    class_names: tuple[str, ...],
+    options: LabelErrorsConfig,
+    seed: int,
+    stored: list[dict] | None = None,
+) -> tuple[list[dict], dict]:
+    """Label suspects of the training split as JSON (``row``, ``given``, ``predicted``,
+    ``margin``) and the report record; ``stored`` suspects (from a run's statistics) are
+    reused instead of refitting. rows: int [n] source rows; features: [n, ...]; labels: int
+    [n]."""
+    if stored is not None:
+        present = set(rows.tolist())
+        suspects = [s for s in stored if s["row"] in present]
+    else:
+        found = find_label_errors(
+            np.asarray(features, np.float32).reshape(len(rows), -1),
+            labels,
+            len(class_names),
+            folds=options.folds,
+            seed=seed,
+            hidden=options.hidden,
+            steps=options.steps,
+            learning_rate=options.learning_rate,
+            l2=options.l2,
+        )
+        suspects = [
+            {
+                "row": int(rows[i]),
+                "given": class_names[g],
+                "predicted": class_names[p],
+                "margin": round(float(m), 6),
+            }
+            for i, g, p, m in zip(
+                found.indices, found.given, found.predicted, found.margin, strict=True
+            )
+        ]
+    dropped = len(suspects) if options.action == "drop" else 0
+    record = {
+        "rule": "label_errors",
+        "action": options.action,
+        "found": len(suspects),
+        "rows_in": len(rows),
+        "rows_out": len(rows) - dropped,
+        "rows": [s["row"] for s in suspects],
+    }
+    return suspects, record
