@@ -247,3 +247,43 @@ def test_nothing_loads_pickle() -> None:
     ]
     assert offenders == []
     assert all("yaml.load(" not in p.read_text() for p in sources)
+
+
+# ---------------------------------------------------------------------------------------
+# Bad data: each a clear error naming the key/column, or the documented rule.
+
+
+def _csv_config(tmp_path: Path, csv: str, extra: str = "") -> Path:
+    data = tmp_path / "table.csv"
+    data.write_text(csv)
+    config = tmp_path / "table.yaml"
+    config.write_text(
+        f"name: table\ndata: {{name: table, path: {data}, label_column: y, batch_size: 2, "
+        f"validation_fraction: 0.2, test_fraction: 0.2{extra}}}\n"
+        "model: {name: mlp, hidden: [4]}\n"
+    )
+    return config
+
+
+def _rows(n: int, label=lambda i: i % 2) -> str:
+    return "a,b,y\n" + "".join(f"{i * 0.5},{i % 3},{label(i)}\n" for i in range(n))
+
+
+@pytest.mark.parametrize(
+    ("csv", "extra", "message"),
+    [
+        (_rows(30).replace("1.5,", "lots,", 1), "", "column 'a'"),  # a word among numbers
+        (_rows(30) + "1,1,7\n", ", class_names: ['0', '1']", "not in the label set"),
+        (_rows(30).replace("a,b,y", "a,b,label"), "", "label_column"),  # no such column
+        ("a,b,y\n", "", "data"),  # an empty file
+        (_rows(30), ", class_names: ['0', '1', '2']", "no example in the training split"),
+    ],
+    ids=["non-numeric-cell", "label-outside-set", "missing-label-column", "empty", "class-missing"],
+)
+def test_bad_tables_end_in_one_line_naming_the_problem(csv, extra, message, tmp_path, capsys):
+    config = _csv_config(tmp_path, csv, extra)
+    code = main(["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists()

@@ -188,6 +188,8 @@ def prepare_table(
     method = _split_method(config, task)
     parts = {name: table.take(rows) for name, rows in split_rows(table, carve, method, config)}
     _check_not_empty(parts, config)
+    if task == "classification":
+        _check_every_class_trains(parts["train"].labels, class_names, source)
     imputation = stored.get("imputation") or fit_imputer(
         parts["train"], prepare.missing, prepare.fill_value, prepare.add_indicator
     )
@@ -358,6 +360,18 @@ def _carve(config: DataConfig, present: set[str]) -> dict[str, float]:
 
 def _origin(carve: dict[str, float]) -> dict[str, str]:
     return {name: ("carved from train" if name in carve else "source") for name in SPLITS}
+
+
+def _check_every_class_trains(labels: np.ndarray, class_names, source: str) -> None:
+    """A class with no training example cannot be learned: an error, not a silent zero."""
+    present = set(np.asarray(labels[labels >= 0], np.int64).tolist())
+    missing = [name for k, name in enumerate(class_names) if k not in present]
+    if missing:
+        raise DatasetError(
+            f"data: class {missing[0]!r} of {source} has no example in the training split "
+            f"(after cleaning and splitting; {len(missing)} class(es) missing); add data, "
+            "change data.seed or the split fractions, or drop the class from data.class_names"
+        )
 
 
 def _check_not_empty(splits: dict, config: DataConfig) -> None:

@@ -80,7 +80,9 @@ def load_table(
     """Read a ``.csv`` or ``.parquet`` file into a :class:`Table` (one ``train`` origin).
 
     Features are ``feature_columns`` or every column but the label, group and id columns;
-    categorical ones are ``categorical_columns`` or the features that are not numbers. Empty
+    categorical ones are ``categorical_columns`` or the features that are not numbers (a
+    column of mostly numbers with a few text cells is an error naming the first bad cell,
+    not silently a category). Empty
     cells (and NA markers pandas recognises) are missing. Errors name the key and column.
     """
     frame = _read_frame(Path(path).expanduser())
@@ -108,7 +110,18 @@ def load_table(
     if not features:
         raise DatasetError(f"data.feature_columns: {path} has no feature columns")
     if categorical_columns is None:
-        categorical = [c for c in features if not _is_numeric(frame[c])]
+        categorical = []
+        for column in features:
+            if _is_numeric(frame[column]):
+                continue
+            bad = _not_numbers(frame[column])
+            if frame[column].notna().sum() - len(bad) > len(bad):  # mostly numbers: a bad cell
+                raise DatasetError(
+                    f"data.path: column {column!r} of {path} holds numbers but row "
+                    f"{bad.index[0]} is {bad.iloc[0]!r} ({len(bad)} such cell(s)); fix the "
+                    "file, or list the column in data.categorical_columns"
+                )
+            categorical.append(column)
     else:
         categorical = list(categorical_columns)
         for column in categorical:
