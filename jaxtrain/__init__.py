@@ -81,6 +81,8 @@ _EXPORTS = {
     "write_data_report": "jaxtrain.data",
     "learning_curve_run": "jaxtrain.runner",
     "check_determinism": "jaxtrain.runner",
+    "run_sweep": "jaxtrain.sweep",
+    "sweep_run": "jaxtrain.runner",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -28,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = verbs.add_parser("eval", help="re-evaluate a run's best checkpoint")
     evaluate.add_argument("run_dir")
 
+    sweep = verbs.add_parser("sweep", help="train a config's sweep: section as vmapped programs")
+    sweep.add_argument("config", nargs="?", help="YAML file with a sweep: section")
+    sweep.add_argument("overrides", nargs="*", help="key.sub=value settings applied on top")
+    sweep.add_argument("--resume", metavar="SWEEP_DIR", help="continue a stopped sweep")
+    sweep.add_argument("--runs-dir", help="where sweep directories go (default ./runs)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     curve = verbs.add_parser(
         "learning-curve", help="train on growing shares of the training split, plot the metric"
     )
@@ -67,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         evaluate_run,
         generate_text,
         learning_curve_run,
+        sweep_run,
         train,
     )
     from jaxtrain.train.loop import NonFiniteError
@@ -97,6 +105,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             print(f"run directory: {result.run_dir}")
             print(json.dumps(_headline(result.test)))
+        elif args.verb == "sweep":
+            run_dir, result = sweep_run(
+                args.config,
+                list(args.overrides),
+                runs_dir=args.runs_dir,
+                resume=args.resume,
+                progress=not args.no_progress,
+            )
+            best = result["best"]
+            print(f"sweep directory: {run_dir}")
+            print(
+                json.dumps(
+                    {
+                        "best_member": best["member"],
+                        **best["settings"],
+                        f"validation_{result['metric']}": best["validation"][result["metric"]],
+                        **_headline(best["test"]),
+                    }
+                )
+            )
         elif args.verb == "learning-curve":
             run_dir, result = learning_curve_run(
                 args.config,

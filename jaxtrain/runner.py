@@ -184,6 +184,37 @@ def _train_locked(config, run_dir, data, resume, progress) -> RunResult:
         )
 
 
+def sweep_run(
+    config_path: str | Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    runs_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """``jaxtrain sweep``: train the config's ``sweep:`` population as vmapped programs
+    (see :mod:`jaxtrain.sweep`), or continue the sweep directory ``resume``."""
+    from jaxtrain.sweep import run_sweep
+
+    if resume is not None:
+        run_dir = _existing_run(resume)
+        with run_lock(run_dir):
+            config = load_config(run_dir / CONFIG_FILE)
+            _checked_data(config, run_dir / CONFIG_FILE)
+            return run_dir, run_sweep(config, run_dir, resume=True, progress=progress)
+    if config_path is None:
+        raise ConfigError("a config file is required (or --resume SWEEP_DIR)")
+    config = load_config(config_path, overrides)
+    if config.sweep is None:
+        raise ConfigError(f"{config_path}: sweep: the config has no sweep section")
+    _checked_data(config, config_path)
+    run_dir = new_run_dir(Path(runs_dir) if runs_dir else default_runs_dir(), config.name)
+    dump_config(config, run_dir / CONFIG_FILE)
+    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+    with run_lock(run_dir):
+        return run_dir, run_sweep(config, run_dir, progress=progress)
+
+
 def check_determinism(
     config_path: str | Path, overrides: Sequence[str] = (), steps: int = 20
 ) -> dict[str, Any]:

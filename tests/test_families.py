@@ -35,6 +35,7 @@ SHORT = {
     "csv_cleaning.yaml": ["train.epochs=3", "train.eval_every=7"],
     "diabetes_linear_gd.yaml": ["train.epochs=20", "train.eval_every=10"],
     "diabetes_ridge.yaml": [],
+    "digits_lr_sweep.yaml": ["train.epochs=1", "sweep=null"],  # the sweep: tests/test_sweep.py
     "digits_cnn.yaml": ["train.epochs=1"],
     "digits_forest.yaml": ["model.n_estimators=8", "model.max_depth=6"],
     "digits_resnet.yaml": ["train.epochs=1", "data.batch_size=128"],

@@ -110,7 +110,8 @@ def test_train_step_metrics_equal_hand_values(linear):
     grad_norm = np.sqrt(np.sum((x.T @ d_logits) ** 2) + np.sum(d_logits.sum(0) ** 2))
 
     _, metrics = step(state, batch)
-    assert set(metrics) == {"loss", "accuracy", "grad_norm", "learning_rate"}
+    assert set(metrics) == {"loss", "accuracy", "grad_norm", "learning_rate", "nonfinite"}
+    assert float(metrics["nonfinite"]) == 0.0
     assert float(metrics["loss"]) == pytest.approx(loss, rel=RTOL)
     assert float(metrics["accuracy"]) == pytest.approx(accuracy, abs=1e-7)
     assert float(metrics["grad_norm"]) == pytest.approx(grad_norm, rel=RTOL)

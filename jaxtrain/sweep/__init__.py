@@ -1,0 +1,23 @@
+"""Vmapped hyperparameter sweeps: a whole search as one XLA program per group of shapes."""
+
+from jaxtrain.sweep.population import (
+    init_population,
+    make_population_eval,
+    make_population_train,
+    member_mesh,
+    with_hyperparams,
+)
+from jaxtrain.sweep.runner import run_sweep
+from jaxtrain.sweep.space import Group, Member, expand
+
+__all__ = [
+    "Group",
+    "Member",
+    "expand",
+    "init_population",
+    "make_population_eval",
+    "make_population_train",
+    "member_mesh",
+    "run_sweep",
+    "with_hyperparams",
+]

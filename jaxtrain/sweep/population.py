@@ -1,0 +1,174 @@
+"""A population: a ``TrainState`` with a leading member axis, and the pure programs over it.
+
+Every function here is a transformation of the ordinary steps (``make_train_step``,
+``make_eval_step``): ``jax.vmap`` over members around a ``lax.scan`` over steps. Each member
+draws its batches from its own data order (``orders[data_index[m]]``), so members that differ
+in ``data.seed`` see exactly the batches their standalone runs would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxtrain.data import ArraySplit, eval_batches, train_batches
+from jaxtrain.train.state import TrainState
+
+AXIS = "members"
+
+
+def init_population(
+    model: Any,
+    tx: optax.GradientTransformation,
+    input_shape: Sequence[int],
+    seeds: np.ndarray,
+    input_dtype: Any = jnp.float32,
+) -> TrainState:
+    """K initial states (leading axis K) from ``seeds`` i64[K]: member k equals
+    ``create_train_state(model, tx, input_shape, seeds[k], input_dtype)``."""
+    integer = jnp.issubdtype(jnp.dtype(input_dtype), jnp.integer)
+    dtype = jnp.int32 if integer else jnp.float32
+
+    def init(seed: jax.Array) -> TrainState:  # the body of create_train_state, per member
+        init_key, step_key = jax.random.split(jax.random.key(seed))
+        variables = dict(
+            model.init({"params": init_key}, jnp.zeros((1, *input_shape), dtype), train=False)
+        )
+        params = variables.pop("params")
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=tx.init(params),
+            model_state=variables,
+            rng=step_key,
+        )
+
+    return jax.jit(jax.vmap(init))(jnp.asarray(seeds))
+
+
+def hyperparams(state: TrainState) -> dict[str, jax.Array]:
+    """The optimizer-state settings ``{name: f32[K]}`` (see ``jaxtrain.train.optim``)."""
+    return dict(state.opt_state.hyperparams)
+
+
+def with_hyperparams(state: TrainState, values: dict[str, Any]) -> TrainState:
+    """``state`` with optimizer-state entries replaced by per-member ``values`` f32[K]."""
+    opt_state = state.opt_state
+    merged = dict(opt_state.hyperparams)
+    for name, value in values.items():
+        if name not in merged:
+            raise KeyError(f"the optimizer has no hyperparameter {name!r} ({sorted(merged)})")
+        merged[name] = jnp.asarray(value, merged[name].dtype).reshape(merged[name].shape)
+    return state.replace(opt_state=opt_state._replace(hyperparams=merged))
+
+
+def take(tree: Any, indices: Sequence[int] | np.ndarray) -> Any:
+    """Members ``indices`` of every leaf (compacts a population or copies members)."""
+    indices = jnp.asarray(np.asarray(indices, np.int32))
+    return jax.tree.map(lambda x: x[indices], tree)
+
+
+def member(tree: Any, index: int) -> Any:
+    """One member's slice (no leading axis), fetched to the host."""
+    return jax.device_get(jax.tree.map(lambda x: x[index], tree))
+
+
+# ---------------------------------------------------------------------------------------------
+# data on the device
+
+
+def train_orders(n: int, batch_size: int, epochs: int, seeds: Sequence[int]) -> np.ndarray:
+    """i32[len(seeds), steps, batch_size]: the example indices of every training batch, for
+    each data seed, taken from the same grain pipeline as ``train_batches``."""
+    indices = ArraySplit(np.arange(n), np.arange(n))
+    return np.stack(
+        [
+            np.stack([b["inputs"] for b in train_batches(indices, batch_size, epochs, seed)])
+            for seed in seeds
+        ]
+    ).astype(np.int32)
+
+
+def eval_arrays(splits: Sequence[ArraySplit], batch_size: int) -> dict[str, np.ndarray]:
+    """Padded evaluation batches of each split stacked: ``[D, batches, batch_size, ...]``."""
+    per_split = [list(eval_batches(split, batch_size)) for split in splits]
+    return {
+        key: np.stack([np.stack([b[key] for b in batches]) for batches in per_split])
+        for key in per_split[0][0]
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# programs
+
+
+def make_population_train(
+    train_step: Callable[[TrainState, dict], tuple[TrainState, dict]], length: int
+) -> Callable:
+    """``run(states, data_index, first, data) -> (states, metrics)``: ``length`` steps of every
+    member in one program, batches gathered on the device.
+
+    states: a population [K]; data_index: i32[K] (which dataset each member trains on);
+    first: i32[] the step the chunk starts at; data: ``inputs`` [D, n, ...], ``labels``
+    [D, n, ...], ``orders`` i32[D, steps, batch]. metrics: {name: f32[K, length]}.
+    """
+
+    def member_run(state, data_index, first, data):
+        def body(state, t):
+            rows = data["orders"][data_index, t]
+            batch = {
+                "inputs": data["inputs"][data_index][rows],
+                "labels": data["labels"][data_index][rows],
+            }
+            return train_step(state, batch)
+
+        return jax.lax.scan(body, state, first + jnp.arange(length))
+
+    return jax.jit(jax.vmap(member_run, in_axes=(0, 0, None, None)), donate_argnums=0)
+
+
+def make_population_eval(eval_step: Callable[[TrainState, dict], dict]) -> Callable:
+    """``run(states, data_index, batches) -> sums {name: [K, ...]}`` over a whole split, per
+    member; batches: ``eval_arrays`` output (each member reads its own dataset's split)."""
+
+    def member_eval(state, data_index, batches):
+        own = jax.tree.map(lambda x: x[data_index], batches)
+
+        def body(totals, batch):
+            sums = eval_step(state, batch)
+            return jax.tree.map(jnp.add, totals, sums), None
+
+        first = eval_step(state, jax.tree.map(lambda x: x[0], own))
+        rest = jax.tree.map(lambda x: x[1:], own)
+        totals, _ = jax.lax.scan(body, first, rest)
+        return totals
+
+    return jax.jit(jax.vmap(member_eval, in_axes=(0, 0, None)))
+
+
+# ---------------------------------------------------------------------------------------------
+# devices
+
+
+def member_mesh(population: int, devices: int | None = None) -> Mesh:
+    """A 1-D mesh over the most devices (at most ``devices``) that divide ``population``."""
+    available = jax.devices()
+    limit = min(len(available), devices or len(available), population)
+    count = max(d for d in range(1, limit + 1) if population % d == 0)
+    return Mesh(np.asarray(available[:count]), (AXIS,))
+
+
+def shard_members(tree: Any, mesh: Mesh) -> Any:
+    """Every leaf split along its leading (member) axis over the mesh."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(AXIS)))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Every leaf copied to each device of the mesh (data shared by all members)."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))

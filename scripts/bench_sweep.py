@@ -1,0 +1,167 @@
+"""Benchmark a vmapped sweep against running its members one after another.
+
+Run: ``.venv/bin/python scripts/bench_sweep.py``. The digits MLP (hidden width 32, then 256),
+AdamW with a cosine schedule, batch 32, ``EPOCHS`` (5) epochs, validation every epoch; 32
+learning rates log-spaced in [1e-4, 3e-2], trained three ways:
+
+(a) 32 standalone runs, one after another, through ``jaxtrain.runner.train`` (each: data,
+    init, compile, the host loop, per-epoch validation, checkpoints, test evaluation,
+    report); at width 256 only 8 of them run and the time is scaled to 32 (printed as such);
+(b) 32 fused single runs, one after another: one member's jitted ``lax.scan`` over an epoch
+    with the data on the device, per-epoch jitted validation (compiled once, reused: the
+    learning rate is a number in the state); data preparation is done once, outside the timing;
+(c) one vmapped sweep through ``jaxtrain.sweep.run_sweep`` end to end (data, compile, training,
+    per-epoch validation of every member, population checkpoints, best-member checkpoint,
+    test evaluation, CSV/JSON, plots, report).
+
+Then (c) with 128 and 512 members. Examples/second per member = one member's training
+examples over the wall time. The last line is ``sweep_vs_standalone: X.XX``, (a)/(c) at
+width 32 with 32 members.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from jaxtrain.config import load_config  # noqa: E402
+from jaxtrain.data import prepare_data  # noqa: E402
+from jaxtrain.runner import train  # noqa: E402
+from jaxtrain.sweep import run_sweep  # noqa: E402
+from jaxtrain.sweep.population import eval_arrays, train_orders, with_hyperparams  # noqa: E402
+from jaxtrain.train import build_pieces, make_eval_step, make_train_step  # noqa: E402
+from jaxtrain.train.state import create_train_state  # noqa: E402
+
+EPOCHS = 5
+STANDALONE_AT_256 = 8  # (a) at width 256 is measured on 8 runs and scaled to 32 (printed)
+CONFIG = """
+name: bench_sweep
+seed: 0
+data: {{name: digits, batch_size: 32}}
+model: {{name: mlp, hidden: [{width}]}}
+optimizer: {{name: adamw, learning_rate: 0.003, schedule: {{name: cosine, warmup_steps: 20}}}}
+train: {{epochs: {epochs}, log_every: 10, checkpoint: {{keep: 1}}}}
+"""
+
+
+def learning_rates(k: int) -> list[float]:
+    return [float(v) for v in np.geomspace(1e-4, 3e-2, k)]
+
+
+def write_config(directory: Path, width: int) -> Path:
+    path = directory / f"mlp{width}.yaml"
+    path.write_text(CONFIG.format(width=width, epochs=EPOCHS))
+    return path
+
+
+def standalone(path: Path, runs: Path, rates: list[float]) -> float:
+    started = time.perf_counter()
+    for lr in rates:
+        train(path, [f"optimizer.learning_rate={lr}"], runs_dir=runs, progress=False)
+    return time.perf_counter() - started
+
+
+def fused(path: Path, rates: list[float]) -> float:
+    config = load_config(path)
+    data = prepare_data(config.data)
+    pieces = build_pieces(config, data)
+    n, batch = len(data.splits["train"]), config.data.batch_size
+    steps_per_epoch = n // batch
+    order = jnp.asarray(train_orders(n, batch, config.train.epochs, [config.data.seed])[0])
+    inputs = jnp.asarray(data.splits["train"].inputs)
+    labels = jnp.asarray(data.splits["train"].labels)
+    validation = jax.tree.map(
+        lambda x: jnp.asarray(x[0]), eval_arrays([data.splits["validation"]], 512)
+    )
+    step = make_train_step(pieces.model, pieces.tx, pieces.task)
+    eval_step = make_eval_step(pieces.model, pieces.task)
+
+    @jax.jit
+    def epoch(state, first):
+        def body(state, t):
+            rows = order[t]
+            return step(state, {"inputs": inputs[rows], "labels": labels[rows]})
+
+        return jax.lax.scan(body, state, first + jnp.arange(steps_per_epoch))
+
+    @jax.jit
+    def evaluate(state):
+        def body(totals, batch):
+            return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
+
+        first = eval_step(state, jax.tree.map(lambda x: x[0], validation))
+        return jax.lax.scan(body, first, jax.tree.map(lambda x: x[1:], validation))[0]
+
+    started = time.perf_counter()
+    for lr in rates:
+        state = create_train_state(pieces.model, pieces.tx, data.input_shape, config.seed)
+        state = with_hyperparams(state, {"peak_learning_rate": lr})
+        for e in range(config.train.epochs):
+            state, _ = epoch(state, jnp.int32(e * steps_per_epoch))
+            jax.device_get(evaluate(state))
+    return time.perf_counter() - started
+
+
+def vmapped(path: Path, runs: Path, rates: list[float]) -> tuple[float, dict]:
+    config = load_config(path, [f"sweep.axes={{optimizer.learning_rate: {rates}}}"])
+    run_dir = Path(tempfile.mkdtemp(dir=runs))
+    started = time.perf_counter()
+    result = run_sweep(config, run_dir, progress=False)
+    return time.perf_counter() - started, result
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        os.environ.setdefault("JAXTRAIN_DATA_DIR", str(tmp / "tfds"))
+        n = len(prepare_data(load_config(write_config(tmp, 32)).data).splits["train"])
+        examples = EPOCHS * (n // 32) * 32  # one member's training examples
+        print(f"devices: {jax.devices()}; {EPOCHS} epochs x {n // 32} steps x batch 32")
+        ratio_32 = None
+        for width in (32, 256):
+            path = write_config(tmp, width)
+            rates = learning_rates(32)
+            if width == 32:
+                a = standalone(path, tmp / "runs", rates)
+            else:
+                measured = standalone(path, tmp / "runs", rates[:: 32 // STANDALONE_AT_256])
+                a = measured * 32 / STANDALONE_AT_256
+                print(
+                    f"  (a) at width {width}: {STANDALONE_AT_256} standalone runs measured "
+                    f"({measured:.1f} s), scaled x{32 // STANDALONE_AT_256} to 32 runs"
+                )
+            b = fused(path, rates)
+            c, result = vmapped(path, tmp / "runs", rates)
+            best = result["best"]
+            print(
+                f"width {width}, 32 members: (a) standalone {a:.1f} s, (b) fused {b:.1f} s, "
+                f"(c) vmapped sweep {c:.1f} s | a/c {a / c:.2f}x, b/c {b / c:.2f}x"
+            )
+            print(
+                f"  examples/s per member: (a) {examples / a:.0f}, (b) {examples / b:.0f}, "
+                f"(c) {examples / c:.0f}; best lr {best['settings']['optimizer.learning_rate']:.4g}"
+                f" val acc {best['validation']['accuracy']:.4f}"
+            )
+            if width == 32:
+                ratio_32 = a / c
+            for k in (128, 512):
+                c_k, _ = vmapped(path, tmp / "runs", learning_rates(k))
+                print(
+                    f"  width {width}, {k} members vmapped: {c_k:.1f} s, examples/s per member "
+                    f"{examples / c_k:.0f} (all members {examples * k / c_k:.0f})"
+                )
+        print(f"sweep_vs_standalone: {ratio_32:.2f}")
+
+
+if __name__ == "__main__":
+    main()
