@@ -316,3 +316,27 @@ def test_a_missing_sensitive_feature_is_a_one_line_error(tmp_path, capsys) -> No
     err = capsys.readouterr().err
     assert code == 2 and "fairness.sensitive_feature" in err and "colour" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_reduce_on_plateau_scales_the_learning_rate_when_validation_stalls(
+    overfit_yaml, tmp_path
+) -> None:
+    overrides = ["train.reduce_on_plateau={factor: 0.5, patience: 2}", "train.epochs=12"]
+    run = train(overfit_yaml, overrides, runs_dir=tmp_path, progress=False)
+    summary = json.loads((run.run_dir / "metrics.json").read_text())
+    reductions = summary["training"]["learning_rate_reductions"]
+    assert reductions, "the overfitting run's validation loss stalls, so the rate must drop"
+    peaks = [r["peak_learning_rate"] for r in reductions]
+    assert peaks[0] == pytest.approx(0.003 * 0.5, rel=1e-6)
+    assert all(
+        b == pytest.approx(a * 0.5, rel=1e-6) for a, b in zip(peaks[:-1], peaks[1:], strict=True)
+    )
+    final = float(run.state.opt_state.hyperparams["peak_learning_rate"])
+    assert final == pytest.approx(peaks[-1], rel=1e-6)
+    logged = [
+        json.loads(line)
+        for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()
+        if '"train"' in line
+    ]
+    # Constant schedule: the logged rate is the peak, and it falls exactly where reduced.
+    assert logged[-1]["learning_rate"] == pytest.approx(peaks[-1], rel=1e-5)

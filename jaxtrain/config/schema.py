@@ -313,12 +313,23 @@ class EarlyStoppingConfig:
     the test split is evaluated on the best checkpoint, else on the last state."""
 
     monitor: (
-        Literal["accuracy", "loss", "f1_macro", "mse", "rmse", "mae", "r2", "bits_per_byte"]
-        | None
+        Literal["accuracy", "loss", "f1_macro", "mse", "rmse", "mae", "r2", "bits_per_byte"] | None
     ) = None
     patience: PositiveInt = 5
     min_delta: NonNegativeFloat = 0.0
     restore_best: bool = True
+
+
+@dataclass(config=_STRICT)
+class ReduceOnPlateauConfig:
+    """Multiply the learning rate (the schedule's peak, so warmup and decay keep their shape)
+    by ``factor`` when the monitored validation metric has not improved by ``min_delta`` for
+    ``patience`` evaluations; never below ``min_learning_rate``."""
+
+    factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    patience: PositiveInt = 3
+    min_delta: NonNegativeFloat = 0.0
+    min_learning_rate: NonNegativeFloat = 0.0
 
 
 @dataclass(config=_STRICT)
@@ -349,6 +360,7 @@ class TrainConfig:
     log_every: PositiveInt = 10
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     early_stopping: EarlyStoppingConfig | None = None
+    reduce_on_plateau: ReduceOnPlateauConfig | None = None
     label_smoothing: Fraction = 0.0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     nonfinite: Literal["stop", "skip"] = "stop"

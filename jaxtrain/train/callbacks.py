@@ -118,3 +118,26 @@ class EarlyStopping:
             "best_step": self.best_step,
             "patience": self.patience,
         }
+
+
+class Plateau:
+    """Counts validations without improvement of a metric; ``stalled(step, metrics)`` is True
+    once every ``patience`` of them (then the count restarts). Host-side, like EarlyStopping;
+    the loop reacts by scaling the learning rate in the state."""
+
+    def __init__(self, monitor: str, mode: str, patience: int, min_delta: float):
+        self.monitor, self.sign = monitor, 1.0 if mode == "max" else -1.0
+        self.patience, self.min_delta = patience, min_delta
+        self.best: float | None = None
+        self.waited = 0
+
+    def stalled(self, metrics: Mapping[str, float]) -> bool:
+        value = float(metrics[self.monitor])
+        if self.best is None or self.sign * (value - self.best) > self.min_delta:
+            self.best, self.waited = value, 0
+            return False
+        self.waited += 1
+        if self.waited >= self.patience:
+            self.waited = 0
+            return True
+        return False

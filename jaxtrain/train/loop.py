@@ -23,11 +23,11 @@ from jaxtrain.data import PreparedData, prepare_data, train_batches
 from jaxtrain.logging import MetricWriter, truncate_after
 from jaxtrain.models import build_model, build_penalty
 from jaxtrain.train.augment import build_augment
-from jaxtrain.train.callbacks import Callback, EarlyStopping, chain
+from jaxtrain.train.callbacks import Callback, EarlyStopping, Plateau, chain
 from jaxtrain.train.costs import training_cost
 from jaxtrain.train.evaluate import evaluate, predict, scalars
 from jaxtrain.train.fairness_audit import fairness_audit, sensitive_groups, training_weights
-from jaxtrain.train.optim import build_optimizer
+from jaxtrain.train.optim import PEAK, build_optimizer, scale_learning_rate
 from jaxtrain.train.outputs import write_outputs
 from jaxtrain.train.state import TrainState, count_params, create_train_state
 from jaxtrain.train.step import apply_model, make_eval_step, make_train_step
@@ -126,6 +126,11 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
     augment = build_augment(config.train.augment)
     train_step = jax.jit(make_train_step(pieces.model, pieces.tx, task, pieces.penalty, augment))
     stopping = EarlyStopping.from_config(config.train.early_stopping, checkpoints)
+    plateau_config = config.train.reduce_on_plateau
+    plateau = plateau_config and Plateau(
+        checkpoints.monitor, checkpoints.mode, plateau_config.patience, plateau_config.min_delta
+    )
+    reductions: list[dict[str, float]] = []
     eval_step = jax.jit(make_eval_step(pieces.model, task))
     step = resumed_from = 0
     if resume:  # the newest checkpoint that restores intact (damaged ones are set aside)
@@ -135,10 +140,13 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
     callback = chain(*callbacks)
 
     def validate_and_save(at_step: int) -> bool:
+        nonlocal state
         metrics = evaluate(
             eval_step, state, data.splits["validation"], config.data.eval_batch_size, task
         )
         writer.write(at_step, "validation", scalars(metrics))
+        if plateau and plateau.stalled(metrics):  # before saving, so resume keeps the new rate
+            state = _reduce_learning_rate(state, plateau_config, at_step, reductions)
         checkpoints.save(at_step, state, iterator, config_dict, metrics=scalars(metrics))
         stopping.update(at_step, metrics)
         return callback.on_eval(at_step, metrics)
@@ -220,6 +228,7 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
                 "resumed_from": resumed_from or None,
                 "early_stopped": stopping.report(),
                 "skipped_nonfinite_steps": skipped,
+                "learning_rate_reductions": reductions,
             },
         )
     return RunResult(status, step, total_steps, state, test, run_dir)
@@ -279,6 +288,17 @@ _SHOWN = ("loss", "accuracy", "mae", "bits_per_byte")  # progress-bar metrics, w
 def _throughput(steps: int, batch_size: int, seconds: float) -> float | None:
     """Training examples per second after the first (compiling) step, evaluation included."""
     return steps * batch_size / seconds if steps > 0 and seconds > 0 else None
+
+
+def _reduce_learning_rate(state, config, step: int, reductions: list) -> TrainState:
+    """Scale the peak learning rate by ``config.factor`` (not below the floor); the change is
+    in the state, so checkpoints and resume carry it."""
+    peak = float(state.opt_state.hyperparams[PEAK])
+    factor = max(config.factor, config.min_learning_rate / peak) if peak > 0 else 1.0
+    if factor >= 1.0:
+        return state
+    reductions.append({"step": step, "peak_learning_rate": peak * factor})
+    return state.replace(opt_state=scale_learning_rate(state.opt_state, factor))
 
 
 def _mean(fetched: list[Mapping[str, Any]]) -> dict[str, float]:

@@ -130,3 +130,11 @@ def build_optimizer(
     numeric.update(b1=config.b1, b2=config.b2, eps=config.eps)
     factory = _adam if config.name == "adam" else _adamw
     return inject_hyperparams(factory, shape)(**numeric)
+
+
+def scale_learning_rate(opt_state: HyperparamsState, factor: float) -> HyperparamsState:
+    """The same optimizer state with its peak learning rate multiplied by ``factor`` (the
+    schedule's shape is kept, so every later step's rate scales too)."""
+    hyperparams = dict(opt_state.hyperparams)
+    hyperparams[PEAK] = (hyperparams[PEAK] * factor).astype(hyperparams[PEAK].dtype)
+    return opt_state._replace(hyperparams=hyperparams)
