@@ -83,6 +83,8 @@ _EXPORTS = {
     "check_determinism": "jaxtrain.runner",
     "run_sweep": "jaxtrain.sweep",
     "sweep_run": "jaxtrain.runner",
+    "run_federated": "jaxtrain.federated",
+    "federated_run": "jaxtrain.runner",
 }
 
 __all__ = sorted(_EXPORTS)

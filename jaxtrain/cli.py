@@ -1,4 +1,4 @@
-"""The command line: train, eval, generate, learning-curve (mistakes: exit 2, one line)."""
+"""The command line: train, eval, generate, sweep, federated, learning-curve (exit 2: mistakes)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,15 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser("eval", help="re-evaluate a run's best checkpoint")
     evaluate.add_argument("run_dir")
+
+    federated = verbs.add_parser(
+        "federated", help="simulate federated training of a config's federated: section"
+    )
+    federated.add_argument("config", nargs="?", help="YAML file with a federated: section")
+    federated.add_argument("overrides", nargs="*", help="key.sub=value settings applied on top")
+    federated.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run")
+    federated.add_argument("--runs-dir", help="where run directories go (default ./runs)")
+    federated.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sweep = verbs.add_parser("sweep", help="train a config's sweep: section as vmapped programs")
     sweep.add_argument("config", nargs="?", help="YAML file with a sweep: section")
@@ -72,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RunError,
         check_determinism,
         evaluate_run,
+        federated_run,
         generate_text,
         learning_curve_run,
         sweep_run,
@@ -105,6 +115,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             print(f"run directory: {result.run_dir}")
             print(json.dumps(_headline(result.test)))
+        elif args.verb == "federated":
+            config, overrides = args.config, list(args.overrides)
+            if args.resume and config and "=" in config:
+                config, overrides = None, [config, *overrides]
+            result = federated_run(
+                config,
+                overrides,
+                runs_dir=args.runs_dir,
+                resume=args.resume,
+                progress=not args.no_progress,
+            )
+            if result["status"] == "stopped":
+                print(
+                    f"stopped at round {result['round']}/{result['rounds']}; continue with: "
+                    f"jaxtrain federated --resume {result['run_dir']}"
+                )
+                return 0
+            print(f"run directory: {result['run_dir']}")
+            print(json.dumps({**_headline(result["test"]), "epsilon": result["epsilon"]}))
         elif args.verb == "sweep":
             run_dir, result = sweep_run(
                 args.config,

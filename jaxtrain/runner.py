@@ -184,6 +184,54 @@ def _train_locked(config, run_dir, data, resume, progress) -> RunResult:
         )
 
 
+FEDERATED_RESUMABLE = ("train.", "federated.rounds", "federated.eval_every",
+                       "federated.checkpoint_every")  # fmt: skip
+
+
+def federated_run(
+    config_path: str | Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    runs_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``jaxtrain federated``: simulate the config's ``federated:`` section (clients as one
+    vmapped program per round), or continue the run directory ``resume``."""
+    from jaxtrain.federated import check_federated, run_federated
+
+    if resume is not None:
+        run_dir = _existing_run(resume)
+        frozen = [o for o in overrides if not o.startswith(FEDERATED_RESUMABLE)]
+        if frozen:
+            raise ConfigError(
+                f"{run_dir / CONFIG_FILE}: {frozen[0].partition('=')[0]}: only rounds, "
+                "evaluation and checkpoint frequency can change when resuming"
+            )
+        with run_lock(run_dir):
+            config = load_config(run_dir / CONFIG_FILE, overrides)
+            data = _checked_data(config, run_dir / CONFIG_FILE, _stored_stats(run_dir))
+            if overrides:
+                dump_config(config, run_dir / CONFIG_FILE)
+            with stop_on_signals() as preemption:
+                return run_federated(
+                    config, run_dir, data, resume=True, progress=progress, callbacks=(preemption,)
+                )
+    if config_path is None:
+        raise ConfigError("a config file is required (or --resume RUN_DIR)")
+    config = load_config(config_path, overrides)
+    data = _checked_data(config, config_path)
+    try:
+        check_federated(config, data)
+    except ValueError as err:
+        raise ConfigError(f"{config_path}: {err}") from None
+    run_dir = new_run_dir(Path(runs_dir) if runs_dir else default_runs_dir(), config.name)
+    dump_config(config, run_dir / CONFIG_FILE)
+    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+    with run_lock(run_dir), stop_on_signals() as preemption:
+        return run_federated(config, run_dir, data, progress=progress, callbacks=(preemption,))
+
+
 def sweep_run(
     config_path: str | Path | None,
     overrides: Sequence[str] = (),

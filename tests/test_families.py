@@ -37,6 +37,7 @@ SHORT = {
     "diabetes_ridge.yaml": [],
     "digits_lr_sweep.yaml": ["train.epochs=1", "sweep=null"],  # the sweep: tests/test_sweep.py
     "digits_cnn.yaml": ["train.epochs=1"],
+    "digits_federated.yaml": ["train.epochs=1"],  # centrally; federated: tests/test_federated.py
     "digits_forest.yaml": ["model.n_estimators=8", "model.max_depth=6"],
     "digits_resnet.yaml": ["train.epochs=1", "data.batch_size=128"],
     "digits_vit.yaml": ["train.epochs=1", "data.batch_size=128"],
