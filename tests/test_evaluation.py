@@ -204,9 +204,10 @@ def test_subsample_keeps_class_proportions_and_held_out_splits() -> None:
     assert math.isclose(len(half.splits["train"]), len(data.splits["train"]) / 2, abs_tol=5)
 
 
-def _poisoned(config_path, batch_index: int):
+def _poisoned(config_path, batch_index: int, times: int | None = None):
     """A replacement for the pipeline's gather that makes training batch ``batch_index`` NaN
-    (recognised by its example indices, since grain may read batches ahead of use)."""
+    (recognised by its example indices, since grain may read batches ahead of use), every
+    time or only the first ``times`` times it is read."""
     import grain
 
     from jaxtrain.data import pipeline, prepare_data
@@ -221,10 +222,14 @@ def _poisoned(config_path, batch_index: int):
     )
     original = pipeline._Gather.__call__
 
+    seen = {"n": 0}
+
     def gather(self, indices):
         batch = original(self, indices)
         if np.array_equal(indices, target):
-            batch = {**batch, "inputs": np.full_like(batch["inputs"], np.nan)}
+            seen["n"] += 1
+            if times is None or seen["n"] <= times:
+                batch = {**batch, "inputs": np.full_like(batch["inputs"], np.nan)}
         return batch
 
     return gather
@@ -340,3 +345,38 @@ def test_reduce_on_plateau_scales_the_learning_rate_when_validation_stalls(
     ]
     # Constant schedule: the logged rate is the peak, and it falls exactly where reduced.
     assert logged[-1]["learning_rate"] == pytest.approx(peaks[-1], rel=1e-5)
+
+
+def test_rollback_returns_to_the_last_checkpoint_with_half_the_learning_rate(
+    tmp_path, monkeypatch
+) -> None:
+    from jaxtrain.data import pipeline
+
+    config = tmp_path / "small.yaml"
+    config.write_text(small_mlp_yaml())  # eval (and checkpoint) every 20 steps, log every 5
+    monkeypatch.setattr(pipeline._Gather, "__call__", _poisoned(config, 26, times=1))
+    result = train(config, ["train.nonfinite=rollback"], runs_dir=tmp_path, progress=False)
+    summary = json.loads((result.run_dir / "metrics.json").read_text())
+    assert summary["training"]["rollbacks"] == [
+        {"at_step": 30, "first_bad_step": 27, "resumed_at": 20}
+    ]
+    assert summary["training"]["skipped_nonfinite_steps"] == 0
+    peak = float(result.state.opt_state.hyperparams["peak_learning_rate"])
+    assert peak == pytest.approx(0.003 * 0.5, rel=1e-6)
+    steps = [
+        json.loads(line)["step"]
+        for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+        if '"train"' in line
+    ]
+    assert steps == sorted(set(steps))  # the rolled-back log lines were rewritten, not doubled
+
+
+def test_rollback_gives_up_when_the_fault_persists(tmp_path, monkeypatch) -> None:
+    from jaxtrain.data import pipeline
+    from jaxtrain.train.loop import NonFiniteError
+
+    config = tmp_path / "small.yaml"
+    config.write_text(small_mlp_yaml())
+    monkeypatch.setattr(pipeline._Gather, "__call__", _poisoned(config, 26))
+    with pytest.raises(NonFiniteError, match="after 3 rollbacks"):
+        train(config, ["train.nonfinite=rollback"], runs_dir=tmp_path, progress=False)

@@ -351,8 +351,10 @@ class TrainConfig:
     ``label_smoothing`` (classification) mixes the one-hot targets with the uniform
     distribution in the training loss only; held-out losses stay plain cross-entropy.
     A step whose loss or gradient is not finite never updates the state; ``nonfinite`` says
-    what follows: ``stop`` (an error naming the step and batch, at the next log point) or
-    ``skip`` (carry on; the count is in metrics.json).
+    what follows: ``stop`` (an error naming the step and batch, at the next log point),
+    ``skip`` (carry on; the count is in metrics.json) or ``rollback`` (return to the newest
+    intact checkpoint, data position included, with the learning rate halved; at most 3
+    times).
     """
 
     epochs: PositiveInt = 10
@@ -363,7 +365,7 @@ class TrainConfig:
     reduce_on_plateau: ReduceOnPlateauConfig | None = None
     label_smoothing: Fraction = 0.0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    nonfinite: Literal["stop", "skip"] = "stop"
+    nonfinite: Literal["stop", "skip", "rollback"] = "stop"
 
     @model_validator(mode="after")
     def _one_monitor(self) -> TrainConfig:

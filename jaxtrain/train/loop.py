@@ -154,6 +154,9 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
     status = "finished"
     window: list[dict[str, jax.Array]] = []
     skipped = 0  # steps whose update was skipped for a non-finite loss or gradient
+    rollbacks: list[dict[str, int]] = []
+    lr_factor = 1.0
+    start = (step, iterator.get_state())  # where a rollback with no checkpoint returns
     started = time.perf_counter()
     first_step_s = 0.0
     with (
@@ -177,7 +180,22 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
             if step % config.train.log_every == 0 or step == total_steps:
                 fetched = jax.device_get(window)
                 window.clear()
-                skipped += _check_finite(fetched, step, config, len(pieces.data.splits["train"]))
+                bad = _check_finite(fetched, step, config, len(pieces.data.splits["train"]))
+                if bad and config.train.nonfinite == "rollback":
+                    lr_factor *= ROLLBACK_FACTOR
+                    rollbacks.append({"at_step": step, "first_bad_step": bad[0]})
+                    if len(rollbacks) > MAX_ROLLBACKS:
+                        raise NonFiniteError(
+                            f"non-finite loss or gradient again at step {bad[0]} after "
+                            f"{MAX_ROLLBACKS} rollbacks with a lower learning rate; giving up"
+                        )
+                    state, step = _roll_back(pieces, checkpoints, iterator, start, lr_factor)
+                    rollbacks[-1]["resumed_at"] = step
+                    truncate_after(run_dir, step)
+                    bar.n = step
+                    bar.refresh()
+                    continue
+                skipped += len(bad)
                 logged = _mean(fetched)
                 writer.write(step, "train", {"epoch": step / steps_per_epoch, **logged})
                 bar.set_postfix({k: f"{logged[k]:.4f}" for k in _SHOWN if k in logged})
@@ -229,6 +247,7 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
                 "early_stopped": stopping.report(),
                 "skipped_nonfinite_steps": skipped,
                 "learning_rate_reductions": reductions,
+                "rollbacks": rollbacks,
             },
         )
     return RunResult(status, step, total_steps, state, test, run_dir)
@@ -309,13 +328,32 @@ class NonFiniteError(RuntimeError):
     """Training met a NaN/inf loss or gradient and ``train.nonfinite`` is ``stop``."""
 
 
-def _check_finite(fetched: list[Mapping[str, Any]], step: int, config: Config, n: int) -> int:
-    """Count the window's skipped (non-finite) steps; with ``train.nonfinite: stop`` raise
+ROLLBACK_FACTOR = 0.5  # train.nonfinite: rollback halves the learning rate each time
+MAX_ROLLBACKS = 3
+
+
+def _roll_back(pieces, checkpoints, iterator, start, lr_factor: float) -> tuple[TrainState, int]:
+    """The newest intact checkpoint (data position included), or the run's start, with the
+    peak learning rate scaled by ``lr_factor`` relative to that state's own."""
+    checkpoints.wait()
+    found, state = checkpoints.restore_latest_good(pieces.state, iterator)
+    if found is None:
+        step, position = start
+        iterator.set_state(position)
+        state = pieces.state
+    else:
+        step = found
+    return state.replace(opt_state=scale_learning_rate(state.opt_state, lr_factor)), step
+
+
+def _check_finite(fetched: list[Mapping[str, Any]], step: int, config: Config, n: int) -> list[int]:
+    """The window's skipped (non-finite) steps; with ``train.nonfinite: stop`` raise
     :class:`NonFiniteError` naming the first one and its batch. ``step`` is the window's last
     step; the stream's batch ``s - 1`` fed step ``s``."""
-    bad = [i for i, m in enumerate(fetched) if m["nonfinite"]]
+    first_step = step - len(fetched) + 1
+    bad = [first_step + i for i, m in enumerate(fetched) if m["nonfinite"]]
     if bad and config.train.nonfinite == "stop":
-        first = step - len(fetched) + 1 + bad[0]
+        first = bad[0]
         batch = first - 1
         epoch, offset = divmod(batch * config.data.batch_size, n)
         raise NonFiniteError(
@@ -323,6 +361,6 @@ def _check_finite(fetched: list[Mapping[str, Any]], step: int, config: Config, n
             f"stream: epoch {epoch}, examples {offset}..{offset + config.data.batch_size - 1} of "
             f"that epoch's order; {len(bad)} such step(s) in the last {len(fetched)}); the update "
             "was skipped and nothing after it was checkpointed. Lower the learning rate, clip "
-            "gradients (optimizer.grad_clip_norm) or set train.nonfinite=skip"
+            "gradients (optimizer.grad_clip_norm) or set train.nonfinite=skip or rollback"
         )
-    return len(bad)
+    return bad
