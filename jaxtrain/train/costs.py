@@ -28,6 +28,10 @@ def analytic_train_flops(
     """Analytic FLOPs of one training step for dense-only families (MLP, linear): forward
     and backward matmuls plus the optimizer's element-wise update; None for the rest, whose
     count comes from XLA alone."""
+    if model_config.name == "transformer_lm":
+        return _transformer_lm_flops(
+            model_config, optimizer_name, input_shape[0], num_outputs, batch
+        )
     features = math.prod(input_shape)
     if model_config.name == "mlp":
         sizes = [features, *model_config.hidden, num_outputs]
@@ -38,6 +42,22 @@ def analytic_train_flops(
     params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     update = OPTIMIZER_FLOPS_PER_PARAM[optimizer_name] * params
     return float(cost.mlp_train_step_flops(batch, sizes) + update)
+
+
+def _transformer_lm_flops(config, optimizer_name: str, seq: int, vocab: int, batch: int) -> float:
+    """Matmul FLOPs of a decoder-only LM step: per layer the attention (Q, K, V and output
+    projections, scores and the weighted sum over all ``seq`` keys) and the two MLP matmuls,
+    then the tied output head; a train step is three forward passes (backward = 2x forward),
+    plus the optimizer's element-wise update. Norms, softmax and embeddings are left out."""
+    d, hidden = config.d_model, config.d_model * config.mlp_ratio
+    per_layer = cost.attention_flops(batch, seq, d, config.num_heads) + 2 * cost.dense_flops(
+        batch * seq, d, hidden, bias=False
+    )
+    forward = config.num_layers * per_layer + cost.dense_flops(batch * seq, d, vocab, bias=False)
+    params = vocab * d + config.num_layers * (4 * d * d + 2 * d * hidden)
+    return float(
+        cost.train_step_flops(forward) + OPTIMIZER_FLOPS_PER_PARAM[optimizer_name] * params
+    )
 
 
 def training_cost(
