@@ -164,16 +164,36 @@ def test_augmentations_are_what_they_say() -> None:
 
 
 def test_augmented_training_is_deterministic_and_different(tmp_path) -> None:
-    config = tmp_path / "small.yaml"
-    config.write_text(small_mlp_yaml())  # digits images [8, 8, 1] into a small MLP
-    base = ["train.epochs=1", "train.eval_every=1000"]
-    augmented = [*base, "train.augment={crop_padding: 1, flip_horizontal: true, noise_std: 0.1}"]
-    runs = [
-        train(config, o, runs_dir=tmp_path, progress=False) for o in (augmented, augmented, base)
-    ]
-    a, b, c = (jax.tree.leaves(r.state.params) for r in runs)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
-    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+    from jaxtrain.data import train_batches
+    from jaxtrain.train import make_train_step
+
+    config_path = tmp_path / "small.yaml"
+    config_path.write_text(small_mlp_yaml())  # digits images [8, 8, 1] into a small MLP
+    config = load_config(
+        config_path,
+        [
+            "train.augment={crop_padding: 1, flip_horizontal: true, noise_std: 0.1}",
+            "optimizer.schedule={name: constant}",  # no warmup: the first step moves
+        ],
+    )
+    pieces = build_pieces(config)
+    batch = next(iter(train_batches(pieces.data.splits["train"], 32, 1, 0)))
+    augment = build_augment(config.train.augment)
+    augmented = jax.jit(make_train_step(pieces.model, pieces.tx, pieces.task, None, augment))
+    plain = jax.jit(make_train_step(pieces.model, pieces.tx, pieces.task))
+    first, _ = augmented(pieces.state, batch)
+    second, _ = augmented(pieces.state, batch)
+    unaugmented, _ = plain(pieces.state, batch)
+    later, _ = augmented(first, batch)  # the next step draws a different augmentation
+    leaves = lambda state: jax.tree.leaves(state.params)  # noqa: E731
+    assert all(np.array_equal(a, b) for a, b in zip(leaves(first), leaves(second), strict=True))
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(leaves(first), leaves(unaugmented), strict=True)
+    )
+    key = jax.random.fold_in(jax.random.fold_in(pieces.state.rng, 0), 1)
+    again = augment(jnp.asarray(batch["inputs"]), key)
+    assert not np.array_equal(np.asarray(again), batch["inputs"])
+    assert np.isfinite(np.asarray(jax.tree.leaves(later.params)[0])).all()
 
 
 def test_learning_curve_command(tmp_path) -> None:

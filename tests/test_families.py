@@ -35,7 +35,12 @@ SHORT = {
     "csv_cleaning.yaml": ["train.epochs=3", "train.eval_every=7"],
     "diabetes_linear_gd.yaml": ["train.epochs=20", "train.eval_every=10"],
     "diabetes_ridge.yaml": [],
-    "digits_lr_sweep.yaml": ["train.epochs=1", "sweep=null"],  # the sweep: tests/test_sweep.py
+    "digits_lr_sweep.yaml": [  # its model, centrally; the sweep itself: tests/test_sweep.py
+        "train.epochs=1",
+        "sweep=null",
+        "model.features=[8]",
+        "model.dense=16",
+    ],
     "digits_cnn.yaml": ["train.epochs=1"],
     "digits_federated.yaml": ["train.epochs=1"],  # centrally; federated: tests/test_federated.py
     "digits_forest.yaml": ["model.n_estimators=8", "model.max_depth=6"],
