@@ -18,7 +18,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxtrain.data import ArraySplit, eval_batches, train_batches
-from jaxtrain.train.state import TrainState
+from jaxtrain.train.state import TrainState, make_init
 
 AXIS = "members"
 
@@ -32,24 +32,8 @@ def init_population(
 ) -> TrainState:
     """K initial states (leading axis K) from ``seeds`` i64[K]: member k equals
     ``create_train_state(model, tx, input_shape, seeds[k], input_dtype)``."""
-    integer = jnp.issubdtype(jnp.dtype(input_dtype), jnp.integer)
-    dtype = jnp.int32 if integer else jnp.float32
-
-    def init(seed: jax.Array) -> TrainState:  # the body of create_train_state, per member
-        init_key, step_key = jax.random.split(jax.random.key(seed))
-        variables = dict(
-            model.init({"params": init_key}, jnp.zeros((1, *input_shape), dtype), train=False)
-        )
-        params = variables.pop("params")
-        return TrainState(
-            step=jnp.zeros((), jnp.int32),
-            params=params,
-            opt_state=tx.init(params),
-            model_state=variables,
-            rng=step_key,
-        )
-
-    return jax.jit(jax.vmap(init))(jnp.asarray(seeds))
+    init = make_init(model, tx, input_shape, input_dtype)
+    return jax.jit(jax.vmap(lambda seed: init(jax.random.key(seed))))(jnp.asarray(seeds))
 
 
 def hyperparams(state: TrainState) -> dict[str, jax.Array]:

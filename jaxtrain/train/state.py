@@ -25,20 +25,16 @@ class TrainState:
     rng: jax.Array
 
 
-def create_train_state(
+def make_init(
     model: nn.Module,
     tx: optax.GradientTransformation,
     input_shape: Sequence[int],
-    seed: int,
     input_dtype: Any = jnp.float32,
-) -> TrainState:
-    """Initialise parameters for inputs ``input_dtype[batch, *input_shape]`` from ``seed``
-    (float inputs initialise as float32; integer inputs, e.g. tokens, as int32).
-
-    The same seed always gives the same state; the key for dropout is split off the
-    initialisation key so the two never share randomness.
-    """
-
+):
+    """``init(seed_key) -> TrainState``, pure: parameters for inputs
+    ``input_dtype[batch, *input_shape]`` (float inputs initialise as float32, integer ones,
+    e.g. tokens, as int32). The key for dropout is split off the initialisation key so the
+    two never share randomness. Vmap it over keys for a population."""
     integer = jnp.issubdtype(jnp.dtype(input_dtype), jnp.integer)
     dtype = jnp.int32 if integer else jnp.float32
 
@@ -55,8 +51,20 @@ def create_train_state(
             rng=step_key,
         )
 
+    return init
+
+
+def create_train_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    input_shape: Sequence[int],
+    seed: int,
+    input_dtype: Any = jnp.float32,
+) -> TrainState:
+    """The initial state from ``seed`` (see :func:`make_init`); the same seed always gives
+    the same state."""
     # One compiled program instead of op-by-op dispatch: about twice as fast to start.
-    return jax.jit(init)(jax.random.key(seed))
+    return jax.jit(make_init(model, tx, input_shape, input_dtype))(jax.random.key(seed))
 
 
 def count_params(params: Any) -> int:
