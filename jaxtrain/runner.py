@@ -67,6 +67,21 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
     raise RunError(f"{parent}: could not find a free run directory name")
 
 
+def start_run(
+    config: Config, runs_dir: str | Path | None, data: PreparedData, suffix: str = ""
+) -> Path:
+    """A new run directory for ``config`` (under ``runs_dir``, default :func:`default_runs_dir`)
+    holding the resolved ``config.yaml``, ``environment.json`` and, where data preparation
+    reported anything, ``data_report.md``/``.json``. Called only after every check passed."""
+    parent = Path(runs_dir) if runs_dir else default_runs_dir()
+    run_dir = new_run_dir(parent, config.name + suffix)
+    dump_config(config, run_dir / CONFIG_FILE)
+    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+    if data.report is not None:
+        write_data_report(run_dir, data.report)
+    return run_dir
+
+
 def environment() -> dict[str, Any]:
     """Versions, platform, devices and the git revision of the working directory."""
     import flax
@@ -155,11 +170,7 @@ def train(
             raise ConfigError("a config file is required (or --resume RUN_DIR)")
         config = load_config(config_path, overrides)
         data = _checked_data(config, config_path)
-        run_dir = new_run_dir(Path(runs_dir) if runs_dir else default_runs_dir(), config.name)
-        dump_config(config, run_dir / CONFIG_FILE)
-        (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
-        if data.report is not None:
-            write_data_report(run_dir, data.report)
+        run_dir = start_run(config, runs_dir, data)
     with run_lock(run_dir):
         return _train_locked(config, run_dir, data, resume, progress)
 
@@ -225,9 +236,7 @@ def federated_run(
         check_federated(config, data)
     except ValueError as err:
         raise ConfigError(f"{config_path}: {err}") from None
-    run_dir = new_run_dir(Path(runs_dir) if runs_dir else default_runs_dir(), config.name)
-    dump_config(config, run_dir / CONFIG_FILE)
-    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+    run_dir = start_run(config, runs_dir, data)
     with run_lock(run_dir), stop_on_signals() as preemption:
         return run_federated(config, run_dir, data, progress=progress, callbacks=(preemption,))
 
@@ -255,10 +264,7 @@ def sweep_run(
     config = load_config(config_path, overrides)
     if config.sweep is None:
         raise ConfigError(f"{config_path}: sweep: the config has no sweep section")
-    _checked_data(config, config_path)
-    run_dir = new_run_dir(Path(runs_dir) if runs_dir else default_runs_dir(), config.name)
-    dump_config(config, run_dir / CONFIG_FILE)
-    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+    run_dir = start_run(config, runs_dir, _checked_data(config, config_path))
     with run_lock(run_dir):
         return run_dir, run_sweep(config, run_dir, progress=progress)
 
@@ -330,11 +336,7 @@ def learning_curve_run(
             f"{config_path}: --fractions: {min(fractions)} keeps about {smallest} training "
             f"examples, fewer than data.batch_size={config.data.batch_size}"
         )
-    run_dir = new_run_dir(
-        Path(runs_dir) if runs_dir else default_runs_dir(), f"{config.name}_learning_curve"
-    )
-    dump_config(config, run_dir / CONFIG_FILE)
-    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
+    run_dir = start_run(config, runs_dir, data, suffix="_learning_curve")
     return run_dir, learning_curve(config, run_dir, data, fractions, progress=progress)
 
 

@@ -160,6 +160,15 @@ class LinearConfig:
     l2: NonNegativeFloat = 0.0
 
 
+def _check_heads_divide_width(section):
+    """Attention splits ``d_model`` evenly over ``num_heads``."""
+    if section.d_model % section.num_heads:
+        raise ValueError(
+            f"d_model: {section.d_model} is not divisible by num_heads={section.num_heads}"
+        )
+    return section
+
+
 @dataclass(config=_STRICT)
 class TransformerLMConfig:
     """A decoder-only, causal, pre-norm Transformer over bytes (vocabulary 256)."""
@@ -173,13 +182,7 @@ class TransformerLMConfig:
     dropout: Fraction = 0.0
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
 
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> TransformerLMConfig:
-        if self.d_model % self.num_heads:
-            raise ValueError(
-                f"d_model: {self.d_model} is not divisible by num_heads={self.num_heads}"
-            )
-        return self
+    _heads_divide_width = model_validator(mode="after")(_check_heads_divide_width)
 
 
 @dataclass(config=_STRICT)
@@ -194,13 +197,7 @@ class ViTConfig:
     mlp_ratio: PositiveInt = 2
     dropout: Fraction = 0.0
 
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> ViTConfig:
-        if self.d_model % self.num_heads:
-            raise ValueError(
-                f"d_model: {self.d_model} is not divisible by num_heads={self.num_heads}"
-            )
-        return self
+    _heads_divide_width = model_validator(mode="after")(_check_heads_divide_width)
 
 
 MaxFeatures = Literal["sqrt", "log2"] | PositiveInt | Annotated[float, Field(gt=0, le=1)] | None
