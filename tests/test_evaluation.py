@@ -400,3 +400,30 @@ def test_rollback_gives_up_when_the_fault_persists(tmp_path, monkeypatch) -> Non
     monkeypatch.setattr(pipeline._Gather, "__call__", _poisoned(config, 26))
     with pytest.raises(NonFiniteError, match="after 3 rollbacks"):
         train(config, ["train.nonfinite=rollback"], runs_dir=tmp_path, progress=False)
+
+
+def test_balanced_class_weights_reach_the_loss_as_per_example_weights() -> None:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from jaxtrain.data import train_batches
+    from jaxtrain.train import make_train_step
+
+    config = load_config(
+        CONFIGS / "breast_cancer_mlp.yaml",
+        ["data.prepare={class_weights: balanced}", "model.dropout=0.0"],
+    )
+    pieces = build_pieces(config)
+    train_split = pieces.data.splits["train"]
+    expected = compute_class_weight("balanced", classes=np.arange(2), y=train_split.labels)
+    np.testing.assert_allclose(train_split.weights, expected[train_split.labels], rtol=1e-6)
+    batch = next(iter(train_batches(train_split, 32, 1, 0)))
+    assert "weights" in batch
+    step = jax.jit(make_train_step(pieces.model, pieces.tx, pieces.task))
+    _, metrics = step(pieces.state, batch)
+    logits = pieces.model.apply({"params": pieces.state.params}, batch["inputs"], train=False)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+    # Without dropout the training pass equals the evaluation pass: loss = mean(w * loss).
+    assert float(metrics["loss"]) == pytest.approx(
+        float(np.mean(batch["weights"] * np.asarray(losses))), rel=1e-5
+    )
+    assert float(metrics["loss"]) != pytest.approx(float(np.mean(losses)), rel=1e-5)
