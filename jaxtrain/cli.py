@@ -97,9 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(report))
             return 0 if report["deterministic"] else 1
         if args.verb == "train":
-            config, overrides = args.config, list(args.overrides)
-            if args.resume and config and "=" in config:
-                config, overrides = None, [config, *overrides]
+            config, overrides = _config_and_overrides(args)
             result = train(
                 config,
                 overrides,
@@ -116,9 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"run directory: {result.run_dir}")
             print(json.dumps(_headline(result.test)))
         elif args.verb == "federated":
-            config, overrides = args.config, list(args.overrides)
-            if args.resume and config and "=" in config:
-                config, overrides = None, [config, *overrides]
+            config, overrides = _config_and_overrides(args)
             result = federated_run(
                 config,
                 overrides,
@@ -185,6 +181,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jaxtrain: training failed: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """With ``--resume`` the first positional word may already be an override
+    (``jaxtrain train --resume RUN train.epochs=40``), not a config file."""
+    config, overrides = args.config, list(args.overrides)
+    if args.resume and config and "=" in config:
+        return None, [config, *overrides]
+    return config, overrides
 
 
 def _headline(test: dict) -> dict:

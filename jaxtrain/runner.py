@@ -152,27 +152,41 @@ def train(
     """
     if resume is not None:
         run_dir = _existing_run(resume)
-        frozen = [o for o in overrides if not o.startswith(RESUMABLE_PREFIX)]
-        if frozen:
-            raise ConfigError(
-                f"{run_dir / CONFIG_FILE}: {frozen[0].partition('=')[0]}: only "
-                f"{RESUMABLE_PREFIX}* settings can change when resuming (the checkpoint was "
-                "made with the rest); start a new run instead"
-            )
+        allowed = f"{RESUMABLE_PREFIX}* settings"
+        _check_resumable(run_dir, overrides, (RESUMABLE_PREFIX,), allowed)
         with run_lock(run_dir):  # checked before anything in the directory changes
-            config = load_config(run_dir / CONFIG_FILE, overrides)
-            data = _checked_data(config, run_dir / CONFIG_FILE, _stored_stats(run_dir))
-            if overrides:
-                dump_config(config, run_dir / CONFIG_FILE)
+            config, data = _resumed_config(run_dir, overrides)
             return _train_locked(config, run_dir, data, resume, progress)
-    else:
-        if config_path is None:
-            raise ConfigError("a config file is required (or --resume RUN_DIR)")
-        config = load_config(config_path, overrides)
-        data = _checked_data(config, config_path)
-        run_dir = start_run(config, runs_dir, data)
+    if config_path is None:
+        raise ConfigError("a config file is required (or --resume RUN_DIR)")
+    config = load_config(config_path, overrides)
+    data = _checked_data(config, config_path)
+    run_dir = start_run(config, runs_dir, data)
     with run_lock(run_dir):
         return _train_locked(config, run_dir, data, resume, progress)
+
+
+def _check_resumable(
+    run_dir: Path, overrides: Sequence[str], prefixes: tuple[str, ...], allowed: str
+) -> None:
+    """Refuse overrides outside ``prefixes``: the checkpoint was made with the rest."""
+    frozen = [o for o in overrides if not o.startswith(prefixes)]
+    if frozen:
+        raise ConfigError(
+            f"{run_dir / CONFIG_FILE}: {frozen[0].partition('=')[0]}: only {allowed} can "
+            "change when resuming (the checkpoint was made with the rest); start a new run "
+            "instead"
+        )
+
+
+def _resumed_config(run_dir: Path, overrides: Sequence[str]) -> tuple[Config, PreparedData]:
+    """The run's own config with ``overrides`` (written back when there are any) and its data
+    prepared with the statistics stored at the start. Call holding the run's lock."""
+    config = load_config(run_dir / CONFIG_FILE, overrides)
+    data = _checked_data(config, run_dir / CONFIG_FILE, _stored_stats(run_dir))
+    if overrides:
+        dump_config(config, run_dir / CONFIG_FILE)
+    return config, data
 
 
 def _train_locked(config, run_dir, data, resume, progress) -> RunResult:
@@ -213,17 +227,10 @@ def federated_run(
 
     if resume is not None:
         run_dir = _existing_run(resume)
-        frozen = [o for o in overrides if not o.startswith(FEDERATED_RESUMABLE)]
-        if frozen:
-            raise ConfigError(
-                f"{run_dir / CONFIG_FILE}: {frozen[0].partition('=')[0]}: only rounds, "
-                "evaluation and checkpoint frequency can change when resuming"
-            )
+        allowed = "train.*, federated.rounds, eval_every and checkpoint_every"
+        _check_resumable(run_dir, overrides, FEDERATED_RESUMABLE, allowed)
         with run_lock(run_dir):
-            config = load_config(run_dir / CONFIG_FILE, overrides)
-            data = _checked_data(config, run_dir / CONFIG_FILE, _stored_stats(run_dir))
-            if overrides:
-                dump_config(config, run_dir / CONFIG_FILE)
+            config, data = _resumed_config(run_dir, overrides)
             with stop_on_signals() as preemption:
                 return run_federated(
                     config, run_dir, data, resume=True, progress=progress, callbacks=(preemption,)

@@ -140,7 +140,9 @@ def _proxy(criterion: str, left: jax.Array, right: jax.Array) -> jax.Array:
         w_l, w_r = left.sum(0), right.sum(0)
         xlogx = jax.scipy.special.xlogy
         return (
-            xlogx(left, left).sum(0) - xlogx(w_l, w_l) + xlogx(right, right).sum(0)
+            xlogx(left, left).sum(0)
+            - xlogx(w_l, w_l)
+            + xlogx(right, right).sum(0)
             - xlogx(w_r, w_r)
         )
     return left[1] ** 2 / left[0] + right[1] ** 2 / right[0]
@@ -214,8 +216,9 @@ def _repartition(order, new_node, seg, seg_start, width):
     return new_order, new_seg, new_start, counts
 
 
-def _best_splits(order, group, columns, seg, seg_start, counts, totals, *, criterion,
-                 num_classes, min_leaf):
+def _best_splits(
+    order, group, columns, seg, seg_start, counts, totals, *, criterion, num_classes, min_leaf
+):
     """Each slot's best split per feature: (score f32[width, d], position i32[width, d]).
 
     The split at position ``p`` sends positions ``<= p`` of the segment left; the first of
@@ -287,14 +290,35 @@ def _choose_features(best, key, max_features):
 
 
 def _find_splits(
-    x, group, columns, order, seg, seg_start, counts, totals, can_split, key, *, criterion,
-    num_classes, min_leaf, max_features,
+    x,
+    group,
+    columns,
+    order,
+    seg,
+    seg_start,
+    counts,
+    totals,
+    can_split,
+    key,
+    *,
+    criterion,
+    num_classes,
+    min_leaf,
+    max_features,
 ):
     """Each slot's split: feature i32[width], threshold f32[width], split bool[width]."""
     n = x.shape[0]
     best, at = _best_splits(
-        order, group, columns, seg, seg_start, counts, totals,
-        criterion=criterion, num_classes=num_classes, min_leaf=min_leaf,
+        order,
+        group,
+        columns,
+        seg,
+        seg_start,
+        counts,
+        totals,
+        criterion=criterion,
+        num_classes=num_classes,
+        min_leaf=min_leaf,
     )
     best = _choose_features(best, key, max_features)
     slots = jnp.arange(best.shape[0])
@@ -350,8 +374,13 @@ def _capacity(n: int, max_depth: int | None, min_samples_leaf: int) -> tuple[int
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "task", "num_classes", "criterion", "max_depth", "min_samples_split",
-        "min_samples_leaf", "max_features",
+        "task",
+        "num_classes",
+        "criterion",
+        "max_depth",
+        "min_samples_split",
+        "min_samples_leaf",
+        "max_features",
     ),
 )
 def fit_tree(
@@ -391,15 +420,35 @@ def fit_tree(
     )
     x = jnp.asarray(x, jnp.float32)
     return _grow(
-        x, y, key, weights, _presort(x), task=task, num_classes=num_classes,
-        criterion=criterion, max_depth=max_depth, min_samples_split=min_samples_split,
-        min_samples_leaf=min_samples_leaf, max_features=max_features,
+        x,
+        y,
+        key,
+        weights,
+        _presort(x),
+        task=task,
+        num_classes=num_classes,
+        criterion=criterion,
+        max_depth=max_depth,
+        min_samples_split=min_samples_split,
+        min_samples_leaf=min_samples_leaf,
+        max_features=max_features,
     )
 
 
 def _grow(
-    x, y, key, weights, presorted, *, task, num_classes, criterion, max_depth,
-    min_samples_split, min_samples_leaf, max_features,
+    x,
+    y,
+    key,
+    weights,
+    presorted,
+    *,
+    task,
+    num_classes,
+    criterion,
+    max_depth,
+    min_samples_split,
+    min_samples_leaf,
+    max_features,
 ) -> Tree:
     """``fit_tree`` given ``_presort(x)`` (shared by all the trees of a forest)."""
     n, d = x.shape
@@ -438,8 +487,14 @@ def _grow(
         depth=jnp.zeros(capacity, jnp.int32),
     )
     find_splits = functools.partial(
-        _find_splits, x, group, columns, criterion=criterion, num_classes=split_classes,
-        min_leaf=min_samples_leaf, max_features=mf,
+        _find_splits,
+        x,
+        group,
+        columns,
+        criterion=criterion,
+        num_classes=split_classes,
+        min_leaf=min_samples_leaf,
+        max_features=mf,
     )
 
     def grow_level(state):
@@ -453,8 +508,12 @@ def _grow(
         else:
             pure = jax.ops.segment_max(y, node, width) <= jax.ops.segment_min(y, node, width)
         tree = _write(
-            tree, jnp.where(live, node_id, capacity), value=value, impurity=impurity,
-            weighted_n_node_samples=weight, n_node_samples=counts,
+            tree,
+            jnp.where(live, node_id, capacity),
+            value=value,
+            impurity=impurity,
+            weighted_n_node_samples=weight,
+            n_node_samples=counts,
             depth=jnp.full(width, level),
         )
         can_split = live & (counts >= min_count) & ~pure & (level < depth_limit)
@@ -482,8 +541,12 @@ def _grow(
         )
         child = next_id + 2 * rank
         tree = _write(
-            tree, jnp.where(split, node_id, capacity), feature=feature, threshold=threshold,
-            left=child, right=child + 1,
+            tree,
+            jnp.where(split, node_id, capacity),
+            feature=feature,
+            threshold=threshold,
+            left=child,
+            right=child + 1,
         )
         next_ids = next_id + 2 * split.sum(dtype=jnp.int32)
         return (*layout, new_node, next_id + slots, next_ids, level + 1, tree)
@@ -546,8 +609,16 @@ def feature_importances(tree: Tree) -> jax.Array:
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "n_estimators", "bootstrap", "task", "num_classes", "criterion", "max_depth",
-        "min_samples_split", "min_samples_leaf", "max_features", "trees_per_step",
+        "n_estimators",
+        "bootstrap",
+        "task",
+        "num_classes",
+        "criterion",
+        "max_depth",
+        "min_samples_split",
+        "min_samples_leaf",
+        "max_features",
+        "trees_per_step",
     ),
 )
 def fit_forest(
@@ -584,9 +655,16 @@ def fit_forest(
     n = x.shape[0]
     base = jnp.ones(n, jnp.float32) if weights is None else jnp.asarray(weights, jnp.float32)
     fit = functools.partial(
-        _grow, x, y, task=task, num_classes=num_classes, criterion=criterion,
-        max_depth=max_depth, min_samples_split=min_samples_split,
-        min_samples_leaf=min_samples_leaf, max_features=max_features,
+        _grow,
+        x,
+        y,
+        task=task,
+        num_classes=num_classes,
+        criterion=criterion,
+        max_depth=max_depth,
+        min_samples_split=min_samples_split,
+        min_samples_leaf=min_samples_leaf,
+        max_features=max_features,
     )
     presorted = _presort(x)
 

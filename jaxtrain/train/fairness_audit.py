@@ -42,6 +42,11 @@ def sensitive_groups(config: Any, data: PreparedData) -> dict[str, np.ndarray]:
     return {name: values[rows].astype(np.int32) for name, rows in data.rows.items()}
 
 
+def count_groups(groups: dict[str, np.ndarray]) -> int:
+    """G: one more than the largest group id in any split."""
+    return int(max(g.max() for g in groups.values())) + 1
+
+
 def training_weights(config: Any, data: PreparedData, groups: dict | None) -> PreparedData:
     """``data`` whose training split carries per-example loss weights: the class weights of
     ``data.prepare.class_weights`` times, with ``fairness.mitigation: reweighing``, the
@@ -52,7 +57,7 @@ def training_weights(config: Any, data: PreparedData, groups: dict | None) -> Pr
         weights = np.asarray(data.class_weights, np.float32)[train.labels]
     fairness = config.fairness
     if fairness is not None and fairness.mitigation == "reweighing":
-        num_groups = int(max(g.max() for g in groups.values())) + 1
+        num_groups = count_groups(groups)
         reweighed = np.asarray(
             reweighing_weights(train.labels, groups["train"], num_groups, data.num_classes)
         )

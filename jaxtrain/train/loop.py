@@ -26,7 +26,12 @@ from jaxtrain.train.augment import build_augment
 from jaxtrain.train.callbacks import Callback, EarlyStopping, Plateau, chain
 from jaxtrain.train.costs import training_cost
 from jaxtrain.train.evaluate import evaluate, predict, scalars
-from jaxtrain.train.fairness_audit import fairness_audit, sensitive_groups, training_weights
+from jaxtrain.train.fairness_audit import (
+    count_groups,
+    fairness_audit,
+    sensitive_groups,
+    training_weights,
+)
 from jaxtrain.train.optim import PEAK, build_optimizer, scale_learning_rate
 from jaxtrain.train.outputs import write_outputs
 from jaxtrain.train.state import TrainState, count_params, create_train_state
@@ -282,7 +287,7 @@ def _finish(cost, config, run_dir, pieces, checkpoints, eval_step, last_state, t
             predict(predict_step, best_state, data.splits["validation"], batch),
             data.splits["validation"].labels,
             pieces.groups["validation"],
-            num_groups=int(max(g.max() for g in pieces.groups.values())) + 1,
+            num_groups=count_groups(pieces.groups),
             constraint=config.fairness.constraint,
         )
     write_outputs(
