@@ -29,6 +29,8 @@ from jaxtrain.data import (
     prepare_data,
     write_data_report,
 )
+from jaxtrain.distributed import broadcast_text, is_writer
+from jaxtrain.distributed import initialize as initialize_distributed
 from jaxtrain.models import check_model_fits_data, is_fitted
 from jaxtrain.train import RunResult, build_pieces, stop_on_signals, train_and_evaluate
 from jaxtrain.train.evaluate import evaluate
@@ -41,6 +43,8 @@ from jaxtrain.train.tasks import resolve_monitor, task_for
 RUNS_DIR_ENV = "JAXTRAIN_RUNS_DIR"
 CONFIG_FILE = "config.yaml"
 RESUMABLE_PREFIX = "train."  # settings a resumed run may change (length, logging, keeping)
+# ... and where it runs: a checkpoint of any placement restores into any other.
+RESUMABLE_PREFIXES = (RESUMABLE_PREFIX, "distributed.")
 
 
 class RunError(ValueError):
@@ -152,18 +156,28 @@ def train(
     """
     if resume is not None:
         run_dir = _existing_run(resume)
-        allowed = f"{RESUMABLE_PREFIX}* settings"
-        _check_resumable(run_dir, overrides, (RESUMABLE_PREFIX,), allowed)
-        with run_lock(run_dir):  # checked before anything in the directory changes
+        allowed = f"{RESUMABLE_PREFIX}* and distributed.* settings"
+        _check_resumable(run_dir, overrides, RESUMABLE_PREFIXES, allowed)
+        initialize_distributed(load_config(run_dir / CONFIG_FILE, overrides).distributed)
+        with _writer_lock(run_dir):  # checked before anything in the directory changes
             config, data = _resumed_config(run_dir, overrides)
             return _train_locked(config, run_dir, data, resume, progress)
     if config_path is None:
         raise ConfigError("a config file is required (or --resume RUN_DIR)")
     config = load_config(config_path, overrides)
+    initialize_distributed(config.distributed)
     data = _checked_data(config, config_path)
-    run_dir = start_run(config, runs_dir, data)
-    with run_lock(run_dir):
+    # Process 0 creates the run directory; the others learn its name from it.
+    run_dir = start_run(config, runs_dir, data) if is_writer() else None
+    if jax.process_count() > 1:
+        run_dir = Path(broadcast_text(str(run_dir) if run_dir else None))
+    with _writer_lock(run_dir):
         return _train_locked(config, run_dir, data, resume, progress)
+
+
+def _writer_lock(run_dir: Path):
+    """The run directory's lock, held by the process that writes it (process 0)."""
+    return run_lock(run_dir) if is_writer() else contextlib.nullcontext()
 
 
 def _check_resumable(
@@ -184,7 +198,7 @@ def _resumed_config(run_dir: Path, overrides: Sequence[str]) -> tuple[Config, Pr
     prepared with the statistics stored at the start. Call holding the run's lock."""
     config = load_config(run_dir / CONFIG_FILE, overrides)
     data = _checked_data(config, run_dir / CONFIG_FILE, _stored_stats(run_dir))
-    if overrides:
+    if overrides and is_writer():
         dump_config(config, run_dir / CONFIG_FILE)
     return config, data
 
@@ -238,6 +252,7 @@ def federated_run(
     if config_path is None:
         raise ConfigError("a config file is required (or --resume RUN_DIR)")
     config = load_config(config_path, overrides)
+    _no_transfer(config, config_path, "federated")
     data = _checked_data(config, config_path)
     try:
         check_federated(config, data)
@@ -271,6 +286,7 @@ def sweep_run(
     config = load_config(config_path, overrides)
     if config.sweep is None:
         raise ConfigError(f"{config_path}: sweep: the config has no sweep section")
+    _no_transfer(config, config_path, "sweep")
     run_dir = start_run(config, runs_dir, _checked_data(config, config_path))
     with run_lock(run_dir):
         return run_dir, run_sweep(config, run_dir, progress=progress)
@@ -366,7 +382,7 @@ def _evaluate_locked(run_dir: Path) -> dict[str, Any]:
         result = evaluate_fitted(config, run_dir, data)
         (run_dir / "eval.json").write_text(json.dumps(result, indent=2))
         return result
-    pieces = build_pieces(config, data)
+    pieces = build_pieces(config, data, pretrained=False)
     checkpoints = pieces.checkpoints(run_dir / "checkpoints", config)
     step = checkpoints.best_step()
     if step is None:
@@ -418,7 +434,7 @@ def generate_text(
     if temperature < 0:
         raise RunError(f"--temperature: {temperature} is negative; use 0 for greedy decoding")
     data = _checked_data(config, run_dir / CONFIG_FILE, _stored_stats(run_dir))
-    pieces = build_pieces(config, data)
+    pieces = build_pieces(config, data, pretrained=False)
     checkpoints = pieces.checkpoints(run_dir / "checkpoints", config)
     step = checkpoints.best_step()
     if step is None:
@@ -469,4 +485,25 @@ def _checked_data(config: Config, source: str | Path, stats: dict | None = None)
             )
     except (DatasetError, ValueError) as err:
         raise DatasetError(f"{source}: {err}") from None
+    if config.transfer is not None and stats is None:  # a new run: check the pretrained source
+        _checked_transfer(config, data, source)
     return data
+
+
+def _checked_transfer(config: Config, data: PreparedData, source: str | Path) -> None:
+    """The pretrained source, the patterns and the shapes, checked before anything is
+    written; a problem is one line naming the key or the parameter."""
+    from jaxtrain.transfer import TransferError, check_transfer
+
+    try:
+        check_transfer(config, data)
+    except TransferError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def _no_transfer(config: Config, source: str | Path, verb: str) -> None:
+    if config.transfer is not None:
+        raise ConfigError(
+            f"{source}: transfer: jaxtrain {verb} does not start from pretrained weights yet; "
+            "use jaxtrain train (or set transfer=null)"
+        )

@@ -22,6 +22,7 @@ from jaxtrain.config.base import (
     PositiveInt,
     RunName,
 )
+from jaxtrain.config.distributed import DistributedConfig
 from jaxtrain.config.federated import FederatedConfig
 from jaxtrain.config.prepare import PrepareConfig
 from jaxtrain.config.sweep import SweepConfig
@@ -135,6 +136,7 @@ class ResNetConfig:
     stage_sizes: tuple[PositiveInt, ...] = (2, 2)
     features: tuple[PositiveInt, ...] = (32, 64)
     dropout: Fraction = 0.0
+    remat: bool = False  # recompute each block's activations in the backward pass
 
     @model_validator(mode="after")
     def _one_width_per_stage(self) -> ResNetConfig:
@@ -181,6 +183,7 @@ class TransformerLMConfig:
     positions: Literal["learned", "rotary"] = "rotary"
     dropout: Fraction = 0.0
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    remat: bool = False  # recompute each block's activations in the backward pass
 
     _heads_divide_width = model_validator(mode="after")(_check_heads_divide_width)
 
@@ -196,6 +199,7 @@ class ViTConfig:
     num_layers: PositiveInt = 2
     mlp_ratio: PositiveInt = 2
     dropout: Fraction = 0.0
+    remat: bool = False  # recompute each block's activations in the backward pass
 
     _heads_divide_width = model_validator(mode="after")(_check_heads_divide_width)
 
@@ -352,6 +356,18 @@ class TrainConfig:
     ``skip`` (carry on; the count is in metrics.json) or ``rollback`` (return to the newest
     intact checkpoint, data position included, with the learning rate halved; at most 3
     times).
+
+    How the step runs (the same pure step each time; see README "Parallel and fast
+    training"): ``parallel`` is ``none`` (one device), ``pmap`` (data parallel over the local
+    devices, gradients averaged, BatchNorm statistics synchronised) or ``sharded`` (one
+    ``jit`` over a device mesh with the batch axis sharded and the parameters replicated;
+    spans processes under ``distributed:``). ``fused_epochs`` runs every stretch of steps
+    between two evaluations (an epoch by default) as one ``lax.scan`` in one compiled call,
+    the training split held in device memory; the batches are the per-step loop's, so the
+    results are the same. ``precision: bfloat16`` computes the forward and backward passes in
+    bfloat16 with float32 parameters, optimizer state and loss. ``micro_batches`` splits each
+    batch into that many micro-batches whose gradients are accumulated (by ``lax.scan``) into
+    one update.
     """
 
     epochs: PositiveInt = 10
@@ -363,6 +379,10 @@ class TrainConfig:
     label_smoothing: Fraction = 0.0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     nonfinite: Literal["stop", "skip", "rollback"] = "stop"
+    parallel: Literal["none", "pmap", "sharded"] = "none"
+    fused_epochs: bool = False
+    precision: Literal["float32", "bfloat16"] = "float32"
+    micro_batches: PositiveInt = 1
 
     @model_validator(mode="after")
     def _one_monitor(self) -> TrainConfig:
@@ -416,3 +436,13 @@ class Config:
     sweep: SweepConfig | None = None
     federated: FederatedConfig | None = None
     fairness: FairnessConfig | None = None
+    distributed: DistributedConfig | None = None
+
+    @model_validator(mode="after")
+    def _micro_batches_divide_batch(self) -> Config:
+        if self.data.batch_size % self.train.micro_batches:
+            raise ValueError(
+                f"train.micro_batches: {self.train.micro_batches} does not divide "
+                f"data.batch_size={self.data.batch_size} into equal micro-batches"
+            )
+        return self

@@ -7,7 +7,7 @@ from jaxtrain.data.data_report import DataReport, render_markdown, write_data_re
 from jaxtrain.data.dataset import PreparedData, prepare_data
 from jaxtrain.data.label_errors import LabelSuspects, confident_learning, find_label_errors
 from jaxtrain.data.labels import balanced_class_weights
-from jaxtrain.data.pipeline import eval_batches, train_batches
+from jaxtrain.data.pipeline import eval_batches, train_batches, train_index_batches
 from jaxtrain.data.prepare import Normalizer, fit_normalizer
 from jaxtrain.data.sources import (
     ArraySplit,
@@ -53,5 +53,6 @@ __all__ = [
     "render_markdown",
     "stratified_split",
     "train_batches",
+    "train_index_batches",
     "write_data_report",
 ]

@@ -13,19 +13,61 @@ Batch = dict[str, np.ndarray]
 
 
 class _Gather:
-    """Batch of example indices -> the batch of examples (one vectorised numpy take)."""
+    """Batch of example indices -> the batch of examples (one vectorised numpy take).
 
-    def __init__(self, split: ArraySplit):
+    With ``shard=(index, count)`` only that process's slice of each batch is gathered; with
+    ``devices`` each array is laid out ``[devices, rows / devices, ...]`` for ``pmap``.
+    """
+
+    def __init__(self, split: ArraySplit, shard: tuple[int, int] = (0, 1), devices=None):
         self._split = split
+        self._shard = shard
+        self._devices = devices
 
     def __call__(self, indices: np.ndarray) -> Batch:
+        index, count = self._shard
+        rows = len(indices) // count
+        indices = indices[index * rows : (index + 1) * rows]
         batch = {"inputs": self._split.inputs[indices], "labels": self._split.labels[indices]}
         if self._split.weights is not None:
             batch["weights"] = self._split.weights[indices]
+        if self._devices:
+            batch = {
+                key: value.reshape(self._devices, rows // self._devices, *value.shape[1:])
+                for key, value in batch.items()
+            }
         return batch
 
 
-def train_batches(split: ArraySplit, batch_size: int, epochs: int, seed: int) -> grain.MapDataset:
+def train_index_batches(
+    num_examples: int, batch_size: int, epochs: int, seed: int
+) -> grain.MapDataset:
+    """The training stream as index batches ``i32[batch_size]`` (what :func:`train_batches`
+    gathers): ``epochs`` passes, each in a new order that depends only on ``seed``, the final
+    partial batch dropped, a batch possibly spanning two epochs. Iterators over it have the
+    same positions (``get_state``) as iterators over :func:`train_batches`, so a checkpoint
+    of one restores into the other (a fused epoch gathers on the device instead)."""
+    if batch_size > num_examples:
+        raise ValueError(
+            f"data.batch_size={batch_size} is larger than the training split ({num_examples})"
+        )
+    return (
+        grain.MapDataset.range(num_examples)
+        .shuffle(seed=seed)
+        .repeat(epochs)
+        .batch(batch_size, drop_remainder=True, batch_fn=_as_int32)
+    )
+
+
+def train_batches(
+    split: ArraySplit,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    *,
+    shard: tuple[int, int] = (0, 1),
+    devices: int | None = None,
+) -> grain.MapDataset:
     """The whole training stream: ``epochs`` passes, each in a new seeded order, batched.
 
     Yields dicts ``{"inputs": f32[batch_size, ...], "labels": i32[batch_size]}`` (plus
@@ -34,20 +76,20 @@ def train_batches(split: ArraySplit, batch_size: int, epochs: int, seed: int) ->
     a batch may span two epochs). Iterators over it save and restore their position with
     ``get_state``/``set_state`` (or Orbax through ``grain.checkpoint``), and the order depends
     only on ``seed``, so a resumed run sees exactly the batches an uninterrupted one would.
+
+    Data parallel layouts: ``shard=(process_index, process_count)`` yields only this
+    process's ``batch_size / count`` rows of every global batch (multi-process runs: each
+    process reads its own shard); ``devices`` reshapes every array to
+    ``[devices, rows / devices, ...]`` (the ``pmap`` layout).
     """
-    if batch_size > len(split):
-        raise ValueError(
-            f"data.batch_size={batch_size} is larger than the training split ({len(split)})"
-        )
     # Shuffle and batch indices, then gather each batch with one numpy take: the same grain
     # pipeline and iterator state as shuffling examples, at a fraction of the per-example cost.
-    return (
-        grain.MapDataset.range(len(split))
-        .shuffle(seed=seed)
-        .repeat(epochs)
-        .batch(batch_size, drop_remainder=True, batch_fn=np.asarray)
-        .map(_Gather(split))
-    )
+    indices = train_index_batches(len(split), batch_size, epochs, seed)
+    return indices.map(_Gather(split, shard, devices))
+
+
+def _as_int32(indices: list) -> np.ndarray:
+    return np.asarray(indices, dtype=np.int32)
 
 
 def eval_batches(split: ArraySplit, batch_size: int) -> Iterator[Batch]:

@@ -50,6 +50,7 @@ def _resnet(config: ResNetConfig, outputs: int, shape: tuple[int, ...]) -> nn.Mo
         features=tuple(config.features),
         num_classes=outputs,
         dropout=config.dropout,
+        remat=config.remat,
     )
 
 
@@ -68,6 +69,7 @@ def _transformer_lm(config: TransformerLMConfig, outputs: int, shape: tuple[int,
         positions=config.positions,
         dropout=config.dropout,
         dtype=jnp.dtype(config.compute_dtype),
+        remat=config.remat,
     )
 
 
@@ -80,6 +82,7 @@ def _vit(config: ViTConfig, outputs: int, shape: tuple[int, ...]) -> nn.Module:
         num_layers=config.num_layers,
         mlp_ratio=config.mlp_ratio,
         dropout=config.dropout,
+        remat=config.remat,
     )
 
 
@@ -149,13 +152,22 @@ def check_model_fits_data(config: Any, data: Any) -> None:
             )
 
 
-def build_model(config: Any, num_outputs: int, input_shape: tuple[int, ...] = ()) -> nn.Module:
+def build_model(
+    config: Any,
+    num_outputs: int,
+    input_shape: tuple[int, ...] = (),
+    axis_name: str | None = None,
+) -> nn.Module:
     """The Flax module named by ``config.name`` with ``num_outputs`` outputs (classes, targets
     or vocabulary) for examples shaped ``input_shape`` (the LM reads its context length from
-    it); called as ``model.apply(vars, x, train=...)``."""
+    it); called as ``model.apply(vars, x, train=...)``. ``axis_name``: the ``pmap`` axis over
+    which BatchNorm (CNN, ResNet) averages its batch statistics; other families ignore it."""
     if config.name in TREE_MODELS:
         raise ValueError(f"model.name: {config.name} is fitted, not built as a Flax module")
-    return MODELS[config.name](config, num_outputs, tuple(input_shape))
+    model = MODELS[config.name](config, num_outputs, tuple(input_shape))
+    if axis_name is not None and hasattr(model, "axis_name"):
+        model = model.clone(axis_name=axis_name)
+    return model
 
 
 def build_penalty(config: Any) -> Callable[[Any], Any] | None:

@@ -13,7 +13,8 @@ class CNN(nn.Module):
 
     Input ``x: f32[batch, height, width, channels]``; output ``f32[batch, num_classes]``.
     Pooling is skipped once the feature map is smaller than 2x2. With ``batch_norm`` the
-    running statistics live in the ``batch_stats`` collection (updated when ``train``).
+    running statistics live in the ``batch_stats`` collection (updated when ``train``); with
+    ``axis_name`` (under ``pmap``) the batch statistics are averaged over that device axis.
     """
 
     features: Sequence[int]
@@ -22,6 +23,7 @@ class CNN(nn.Module):
     dense: int = 128
     dropout: float = 0.0
     batch_norm: bool = False
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -32,7 +34,9 @@ class CNN(nn.Module):
                 x
             )
             if self.batch_norm:
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+                x = nn.BatchNorm(
+                    use_running_average=not train, momentum=0.9, axis_name=self.axis_name
+                )(x)
             x = nn.relu(x)
             if x.shape[1] >= 2 and x.shape[2] >= 2:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))

@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtrain.models.remat import rematerialised
+
 _BN_MOMENTUM = 0.9  # as in CNN
 
 
@@ -29,6 +31,7 @@ class BasicBlock(nn.Module):
     strides: int = 1
     preact: bool = False
     dtype: Any = jnp.float32
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -36,7 +39,11 @@ class BasicBlock(nn.Module):
             f, (k, k), (s, s), use_bias=False, dtype=self.dtype, name=name
         )
         norm = lambda name: nn.BatchNorm(  # noqa: E731
-            use_running_average=not train, momentum=_BN_MOMENTUM, dtype=self.dtype, name=name
+            use_running_average=not train,
+            momentum=_BN_MOMENTUM,
+            dtype=self.dtype,
+            axis_name=self.axis_name,
+            name=name,
         )
         project = self.strides != 1 or x.shape[-1] != self.features
         if self.preact:
@@ -70,7 +77,9 @@ class ResNet(nn.Module):
 
     Batch norm running statistics live in the ``batch_stats`` collection: they are updated
     when ``train`` (apply with ``mutable=["batch_stats"]``) and used, unchanged, otherwise.
-    ``dtype`` is the compute dtype (``jnp.bfloat16`` say); parameters stay float32.
+    ``dtype`` is the compute dtype (``jnp.bfloat16`` say); parameters stay float32. With
+    ``axis_name`` (under ``pmap``) batch statistics are averaged over that device axis; with
+    ``remat`` each block's activations are recomputed in the backward pass.
     """
 
     stage_sizes: Sequence[int]
@@ -79,6 +88,8 @@ class ResNet(nn.Module):
     preact: bool = False
     dropout: float = 0.0
     dtype: Any = jnp.float32
+    axis_name: str | None = None
+    remat: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -99,20 +110,29 @@ class ResNet(nn.Module):
                 use_running_average=not train,
                 momentum=_BN_MOMENTUM,
                 dtype=self.dtype,
+                axis_name=self.axis_name,
                 name="stem_bn",
             )(x)
             x = nn.relu(x)
+        block_cls = rematerialised(BasicBlock) if self.remat else BasicBlock
         for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.features, strict=True)):
             for block in range(blocks):
                 strides = 2 if stage > 0 and block == 0 else 1
-                x = BasicBlock(
-                    width, strides, self.preact, self.dtype, name=f"stage{stage}_block{block}"
-                )(x, train=train)
+                x_block = block_cls(
+                    width,
+                    strides,
+                    self.preact,
+                    self.dtype,
+                    self.axis_name,
+                    name=f"stage{stage}_block{block}",
+                )
+                x = x_block(x, train) if self.remat else x_block(x, train=train)
         if self.preact:
             x = nn.BatchNorm(
                 use_running_average=not train,
                 momentum=_BN_MOMENTUM,
                 dtype=self.dtype,
+                axis_name=self.axis_name,
                 name="final_bn",
             )(x)
             x = nn.relu(x)

@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtrain.models.remat import rematerialised
+
 Dtype = Any
 POSITIONS = ("learned", "rotary")
 NORMS = {"layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
@@ -175,6 +177,7 @@ class TransformerLM(nn.Module):
     norm: str = "layernorm"
     tie_embeddings: bool = True
     dtype: Dtype = jnp.float32
+    remat: bool = False  # recompute each block's activations in the backward pass
 
     @nn.compact
     def __call__(
@@ -209,8 +212,10 @@ class TransformerLM(nn.Module):
             table = self.param("pos_embed", _EMBED_INIT, (self.max_len, self.d_model))
             x = x + jnp.take(table, positions, axis=0).astype(self.dtype)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        remat = self.remat and not decode  # generation keeps no activations to recompute
+        block_cls = rematerialised(TransformerBlock) if remat else TransformerBlock
         for i in range(self.num_layers):
-            x = TransformerBlock(
+            block = block_cls(
                 self.num_heads,
                 self.mlp_ratio,
                 self.dropout,
@@ -219,7 +224,11 @@ class TransformerLM(nn.Module):
                 norm=self.norm,
                 dtype=self.dtype,
                 name=f"block_{i}",
-            )(x, train=train, positions=positions, decode=decode, cache_index=start)
+            )
+            if remat:
+                x = block(x, train, positions=positions)
+            else:
+                x = block(x, train=train, positions=positions, decode=decode, cache_index=start)
         x = _norm(self.norm)(dtype=self.dtype, name="norm_out")(x)
         if self.tie_embeddings:
             logits = embed.attend(x)

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtrain.models.remat import rematerialised
 from jaxtrain.models.transformer import NORMS, Dtype, TransformerBlock
 
 POOLS = ("cls", "mean")
@@ -31,6 +32,7 @@ class ViT(nn.Module):
     pool: str = "cls"
     norm: str = "layernorm"
     dtype: Dtype = jnp.float32
+    remat: bool = False  # recompute each block's activations in the backward pass
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -59,8 +61,9 @@ class ViT(nn.Module):
             "pos_embed", nn.initializers.normal(stddev=0.02), (1, tokens.shape[1], self.d_model)
         )
         h = nn.Dropout(self.dropout, deterministic=not train)(tokens + pos.astype(tokens.dtype))
+        block_cls = rematerialised(TransformerBlock) if self.remat else TransformerBlock
         for i in range(self.num_layers):
-            h = TransformerBlock(
+            block = block_cls(
                 self.num_heads,
                 self.mlp_ratio,
                 self.dropout,
@@ -68,7 +71,8 @@ class ViT(nn.Module):
                 norm=self.norm,
                 dtype=self.dtype,
                 name=f"block_{i}",
-            )(h, train=train)
+            )
+            h = block(h, train) if self.remat else block(h, train=train)
         h = NORMS[self.norm](dtype=self.dtype, name="norm_out")(h)
         pooled = h[:, 0] if self.pool == "cls" else h.mean(axis=1)
         logits = nn.Dense(self.num_classes, dtype=self.dtype, name="head")(pooled)

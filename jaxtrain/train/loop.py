@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 from jaxtrain.checkpoint import Checkpoints
 from jaxtrain.config import Config, config_to_dict
-from jaxtrain.data import PreparedData, prepare_data, train_batches
+from jaxtrain.data import PreparedData, prepare_data, train_batches, train_index_batches
+from jaxtrain.distributed import is_writer
 from jaxtrain.logging import MetricWriter, truncate_after
 from jaxtrain.models import build_model, build_penalty
 from jaxtrain.train.augment import build_augment
@@ -32,8 +34,10 @@ from jaxtrain.train.fairness_audit import (
     sensitive_groups,
     training_weights,
 )
+from jaxtrain.train.fused import make_fused_steps
 from jaxtrain.train.optim import PEAK, build_optimizer, scale_learning_rate
 from jaxtrain.train.outputs import write_outputs
+from jaxtrain.train.parallel import AXIS, build_placement
 from jaxtrain.train.state import TrainState, count_params, create_train_state
 from jaxtrain.train.step import apply_model, make_eval_step, make_train_step
 from jaxtrain.train.tasks import Task, resolve_monitor, task_for
@@ -82,7 +86,8 @@ def build_pieces(config: Config, data: PreparedData | None = None) -> Pieces:
     groups = sensitive_groups(config, data) if config.fairness else None
     data = training_weights(config, data, groups)
     total_steps = config.train.epochs * len(data.splits["train"]) // config.data.batch_size
-    model = build_model(config.model, data.num_outputs, data.input_shape)
+    axis_name = AXIS if config.train.parallel == "pmap" else None  # BatchNorm syncs over it
+    model = build_model(config.model, data.num_outputs, data.input_shape, axis_name)
     tx = build_optimizer(config.optimizer, total_steps)
     inputs = data.splits["train"].inputs
     state = create_train_state(model, tx, data.input_shape, config.seed, inputs.dtype)
@@ -110,125 +115,236 @@ def train_and_evaluate(
     """
     run_dir = Path(run_dir)
     pieces = build_pieces(config, data)
-    stream = train_batches(
-        pieces.data.splits["train"], config.data.batch_size, config.train.epochs, config.data.seed
-    )
-    (run_dir / DATA_STATS_FILE).write_text(json.dumps(pieces.data.stats()))
+    placement = build_placement(config.train.parallel)
+    placement.check_batch(config.data.batch_size, "data.batch_size")
+    placement.check_batch(config.data.eval_batch_size, "data.eval_batch_size")
+    split = pieces.data.splits["train"]
+    if config.train.fused_epochs:  # index batches: the fused call gathers on the device
+        stream = train_index_batches(
+            len(split), config.data.batch_size, config.train.epochs, config.data.seed
+        )
+    else:
+        stream = train_batches(
+            split,
+            config.data.batch_size,
+            config.train.epochs,
+            config.data.seed,
+            shard=placement.process_shard,
+            devices=placement.pmap_devices,
+        )
+    if is_writer():
+        (run_dir / DATA_STATS_FILE).write_text(json.dumps(pieces.data.stats()))
     checkpoints = pieces.checkpoints(run_dir / "checkpoints", config)
     try:
-        return _run(config, run_dir, pieces, checkpoints, iter(stream), resume, callbacks, progress)
+        return _run(
+            config,
+            run_dir,
+            pieces,
+            placement,
+            checkpoints,
+            iter(stream),
+            resume,
+            callbacks,
+            progress,
+        )
     finally:
         checkpoints.close()  # also on errors, so no save thread outlives the call
 
 
-def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, progress) -> RunResult:
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # train.precision
+
+
+def _advance_fn(config, pieces, placement, iterator):
+    """``advance(state, count) -> (state, metrics)``: the next ``count`` training steps.
+
+    Per-step (``count`` 1): one batch from the pipeline through the compiled step. Fused:
+    ``count`` index batches from the same stream through one compiled ``lax.scan`` over the
+    training split held on the devices (metrics stacked over the steps)."""
+    step_fn = make_train_step(
+        pieces.model,
+        pieces.tx,
+        pieces.task,
+        pieces.penalty,
+        build_augment(config.train.augment),
+        axis_name=placement.axis_name,
+        micro_batches=config.train.micro_batches,
+        compute_dtype=COMPUTE_DTYPES[config.train.precision],
+    )
+    if not config.train.fused_epochs:
+        train_step = placement.compile(step_fn)
+        return lambda state, count: train_step(state, placement.put_batch(next(iterator)))
+    fused = placement.compile(make_fused_steps(step_fn))
+    split = pieces.data.splits["train"]
+    arrays = {"inputs": split.inputs, "labels": split.labels}
+    if split.weights is not None:
+        arrays["weights"] = split.weights
+    on_device = placement.put_replicated(arrays)
+    index, processes = placement.process_shard
+
+    def advance(state, count):
+        indices = np.stack([next(iterator) for _ in range(count)])
+        rows = indices.shape[1] // processes  # this process's columns of every batch
+        local = indices[:, index * rows : (index + 1) * rows]
+        return fused(state, on_device, placement.put_indices(local))
+
+    return advance
+
+
+def _run(
+    config, run_dir, pieces, placement, checkpoints, iterator, resume, callbacks, progress
+) -> RunResult:
     """The loop proper (see :func:`train_and_evaluate`)."""
-    data, state, total_steps = pieces.data, pieces.state, pieces.total_steps
+    data, total_steps = pieces.data, pieces.total_steps
     steps_per_epoch = len(data.splits["train"]) / config.data.batch_size
     eval_every = config.train.eval_every or max(1, int(steps_per_epoch))
+    log_every = config.train.log_every
+    fused = config.train.fused_epochs
     config_dict = config_to_dict(config)
     task = pieces.task
-    augment = build_augment(config.train.augment)
-    train_step = jax.jit(make_train_step(pieces.model, pieces.tx, task, pieces.penalty, augment))
+    advance = _advance_fn(config, pieces, placement, iterator)
     stopping = EarlyStopping.from_config(config.train.early_stopping, checkpoints)
     plateau_config = config.train.reduce_on_plateau
     plateau = plateau_config and Plateau(
         checkpoints.monitor, checkpoints.mode, plateau_config.patience, plateau_config.min_delta
     )
     reductions: list[dict[str, float]] = []
-    eval_step = jax.jit(make_eval_step(pieces.model, task))
+    eval_step = placement.compile_eval(make_eval_step(pieces.model, task))
+    host_state = pieces.state  # the placement-free state checkpoints hold
     step = resumed_from = 0
     if resume:  # the newest checkpoint that restores intact (damaged ones are set aside)
-        found, state = checkpoints.restore_latest_good(state, iterator)
+        found, host_state = checkpoints.restore_latest_good(host_state, iterator)
         step = resumed_from = found or 0
-        truncate_after(run_dir, step)  # log lines written after the checkpoint are redone
+        if is_writer():
+            truncate_after(run_dir, step)  # log lines written after the checkpoint are redone
+    state = placement.put_state(host_state)
     callback = chain(*callbacks)
 
     def validate_and_save(at_step: int) -> bool:
         nonlocal state
+        current = placement.host_state(state)
         metrics = evaluate(
-            eval_step, state, data.splits["validation"], config.data.eval_batch_size, task
+            eval_step, current, data.splits["validation"], config.data.eval_batch_size, task
         )
         writer.write(at_step, "validation", scalars(metrics))
         if plateau and plateau.stalled(metrics):  # before saving, so resume keeps the new rate
-            state = _reduce_learning_rate(state, plateau_config, at_step, reductions)
-        checkpoints.save(at_step, state, iterator, config_dict, metrics=scalars(metrics))
+            reduced = _reduce_learning_rate(current, plateau_config, at_step, reductions)
+            if reduced is not current:
+                current, state = reduced, placement.put_state(reduced)
+        checkpoints.save(at_step, current, iterator, config_dict, metrics=scalars(metrics))
         stopping.update(at_step, metrics)
         return callback.on_eval(at_step, metrics)
 
     status = "finished"
-    window: list[dict[str, jax.Array]] = []
+    window: list[tuple[Any, int | None]] = []  # device metrics: (per-step, None) or (stacked, n)
+    rows: list[dict[str, float]] = []  # fetched per-step metrics not yet logged
     skipped = 0  # steps whose update was skipped for a non-finite loss or gradient
     rollbacks: list[dict[str, int]] = []
     lr_factor = 1.0
     start = (step, iterator.get_state())  # where a rollback with no checkpoint returns
     started = time.perf_counter()
     first_step_s = 0.0
+    first_count = 0
     with (
-        MetricWriter(run_dir, purge_step=resumed_from + 1 if resumed_from else None) as writer,
+        (
+            MetricWriter(run_dir, purge_step=resumed_from + 1 if resumed_from else None)
+            if is_writer()
+            else _NoWriter()
+        ) as writer,
         tqdm(
             total=total_steps,
             initial=step,
-            disable=None if progress else True,  # None: off when stderr is not a terminal
+            disable=None if progress and is_writer() else True,  # None: off when not a tty
             desc=config.name,
             unit="step",
         ) as bar,
     ):
         while step < total_steps:
-            batch = next(iterator)
-            state, step_metrics = train_step(state, batch)
-            step += 1
+            # Fused: every stretch up to the next evaluation is one call; else one step.
+            count = min(eval_every - step % eval_every, total_steps - step) if fused else 1
+            state, step_metrics = advance(state, count)
+            step += count
             if not first_step_s:  # compilation happens here; keep it out of the throughput
                 jax.block_until_ready(step_metrics)
                 first_step_s = time.perf_counter() - started
-            window.append(step_metrics)
-            if step % config.train.log_every == 0 or step == total_steps:
-                fetched = jax.device_get(window)
+                first_count = count
+            window.append((step_metrics, count if fused else None))
+            if fused or step % log_every == 0 or step == total_steps:
+                rows.extend(_fetch_rows(placement, window))
                 window.clear()
-                bad = _check_finite(fetched, step, config, len(pieces.data.splits["train"]))
+            rolled_back = False
+            # Log every completed log_every window among the fetched rows (several per
+            # fused call), checking each for non-finite steps first.
+            first_row = step - len(rows) + 1
+            ends = [s for s in range(first_row, step + 1) if s % log_every == 0 or s == total_steps]
+            for end in ends:
+                fetched, rows = rows[: end - first_row + 1], rows[end - first_row + 1 :]
+                first_row = end + 1
+                bad = _check_finite(fetched, end, config, len(pieces.data.splits["train"]))
                 if bad and config.train.nonfinite == "rollback":
                     lr_factor *= ROLLBACK_FACTOR
-                    rollbacks.append({"at_step": step, "first_bad_step": bad[0]})
+                    rollbacks.append({"at_step": end, "first_bad_step": bad[0]})
                     if len(rollbacks) > MAX_ROLLBACKS:
                         raise NonFiniteError(
                             f"non-finite loss or gradient again at step {bad[0]} after "
                             f"{MAX_ROLLBACKS} rollbacks with a lower learning rate; giving up"
                         )
-                    state, step = _roll_back(pieces, checkpoints, iterator, start, lr_factor)
+                    host_state, step = _roll_back(pieces, checkpoints, iterator, start, lr_factor)
+                    state = placement.put_state(host_state)
                     rollbacks[-1]["resumed_at"] = step
-                    truncate_after(run_dir, step)
+                    rows.clear()
+                    if is_writer():
+                        truncate_after(run_dir, step)
                     bar.n = step
                     bar.refresh()
-                    continue
+                    rolled_back = True
+                    break
                 skipped += len(bad)
                 logged = _mean(fetched)
-                writer.write(step, "train", {"epoch": step / steps_per_epoch, **logged})
+                writer.write(end, "train", {"epoch": end / steps_per_epoch, **logged})
                 bar.set_postfix({k: f"{logged[k]:.4f}" for k in _SHOWN if k in logged})
-            bar.update(1)
+            if rolled_back:
+                continue
+            bar.update(count)
             evaluated = step % eval_every == 0 or step == total_steps
             stop = validate_and_save(step) if evaluated else False
             if stopping.triggered:
                 break  # finished early: the test split is evaluated below
             if (callback.on_step(step) or stop) and step < total_steps:
                 if not evaluated:  # an evaluation already saved this step
-                    checkpoints.save(step, state, iterator, config_dict)
+                    checkpoints.save(step, placement.host_state(state), iterator, config_dict)
                 status = "stopped"
                 break
     train_seconds = time.perf_counter() - started
     checkpoints.wait()
+    final_state = placement.host_state(state)
 
     test = None
     if status == "finished":
-        timed_steps = step - resumed_from - 1
+        timed_steps = step - resumed_from - first_count
+        split = data.splits["train"]
+        sample = {  # one global batch for XLA's cost analysis of the plain step
+            "inputs": split.inputs[: config.data.batch_size],
+            "labels": split.labels[: config.data.batch_size],
+        }
+        if split.weights is not None:
+            sample["weights"] = split.weights[: config.data.batch_size]
         cost = training_cost(
-            train_step,
-            state,
-            batch,
+            jax.jit(
+                make_train_step(
+                    pieces.model,
+                    pieces.tx,
+                    task,
+                    pieces.penalty,
+                    compute_dtype=COMPUTE_DTYPES[config.train.precision],
+                )
+            ),
+            placement.host_state(placement.put_state(pieces.state)),
+            placement.put_batch(sample),
             model_config=config.model,
             optimizer_name=config.optimizer.name,
             input_shape=data.input_shape,
             num_outputs=data.num_outputs,
-            num_params=count_params(state.params),
+            num_params=count_params(final_state.params),
             step_seconds=(train_seconds - first_step_s) / timed_steps if timed_steps else None,
             train_seconds=train_seconds,
         )
@@ -237,31 +353,73 @@ def _run(config, run_dir, pieces, checkpoints, iterator, resume, callbacks, prog
             config,
             run_dir,
             pieces,
+            placement,
             checkpoints,
             eval_step,
-            state,
+            final_state,
             {
                 "steps": step,
                 "epochs": step / steps_per_epoch,
                 "wall_time_s": train_seconds,
                 "compile_s": first_step_s,
                 "examples_per_s": _throughput(
-                    step - resumed_from - 1, config.data.batch_size, train_seconds - first_step_s
+                    timed_steps, config.data.batch_size, train_seconds - first_step_s
                 ),
                 "resumed_from": resumed_from or None,
                 "early_stopped": stopping.report(),
                 "skipped_nonfinite_steps": skipped,
                 "learning_rate_reductions": reductions,
                 "rollbacks": rollbacks,
+                "parallel": {
+                    "placement": placement.kind,
+                    "devices": placement.width,
+                    "processes": jax.process_count(),
+                    "fused_epochs": fused,
+                    "precision": config.train.precision,
+                    "micro_batches": config.train.micro_batches,
+                },
             },
         )
-    return RunResult(status, step, total_steps, state, test, run_dir)
+    return RunResult(status, step, total_steps, final_state, test, run_dir)
 
 
-def _finish(cost, config, run_dir, pieces, checkpoints, eval_step, last_state, training) -> dict:
-    """Evaluate the best checkpoint on validation and test; write metrics.json, plots, report."""
+def _fetch_rows(placement, window) -> list[dict[str, float]]:
+    """Device metrics (per-step dicts, or dicts stacked over a fused call's steps) fetched in
+    one transfer and returned as one dict of floats per step."""
+    fetched = [placement.host_metrics(metrics) for metrics, _ in window]
+    rows: list[dict[str, float]] = []
+    for metrics, (_, count) in zip(fetched, window, strict=True):
+        if count is None:
+            rows.append({key: float(value) for key, value in metrics.items()})
+        else:
+            rows.extend(
+                {key: float(value[i]) for key, value in metrics.items()} for i in range(count)
+            )
+    return rows
+
+
+class _NoWriter:
+    """The metric writer of processes other than 0: they compute, process 0 writes."""
+
+    def write(self, *args, **kwargs) -> None:
+        pass
+
+    def __enter__(self) -> _NoWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _finish(
+    cost, config, run_dir, pieces, placement, checkpoints, eval_step, last_state, training
+) -> dict:
+    """Evaluate the best checkpoint on validation and test; write metrics.json, plots, report
+    (process 0 writes; every process takes part in the evaluation)."""
     best_step = checkpoints.best_step()
-    best_state = checkpoints.restore(best_step, last_state)
+    best_state = placement.host_state(
+        placement.put_state(checkpoints.restore(best_step, pieces.state))
+    )
     early = config.train.early_stopping
     if early is not None and not early.restore_best:
         best_step, best_state = training["steps"], last_state
@@ -270,7 +428,7 @@ def _finish(cost, config, run_dir, pieces, checkpoints, eval_step, last_state, t
     validation = evaluate(eval_step, best_state, data.splits["validation"], batch, task)
     test = evaluate(eval_step, best_state, data.splits["test"], batch, task)
     model = pieces.model
-    predict_step = jax.jit(
+    predict_step = placement.compile_eval(
         lambda state, inputs: apply_model(model, state, state.params, inputs, train=False)[0]
     )
     test_outputs = (
@@ -290,6 +448,8 @@ def _finish(cost, config, run_dir, pieces, checkpoints, eval_step, last_state, t
             num_groups=count_groups(pieces.groups),
             constraint=config.fairness.constraint,
         )
+    if not is_writer():
+        return test
     write_outputs(
         config,
         run_dir,
@@ -325,7 +485,7 @@ def _reduce_learning_rate(state, config, step: int, reductions: list) -> TrainSt
     return state.replace(opt_state=scale_learning_rate(state.opt_state, factor))
 
 
-def _mean(fetched: list[Mapping[str, Any]]) -> dict[str, float]:
+def _mean(fetched: list[Mapping[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([m[key] for m in fetched])) for key in fetched[0]}
 
 
@@ -339,7 +499,8 @@ MAX_ROLLBACKS = 3
 
 def _roll_back(pieces, checkpoints, iterator, start, lr_factor: float) -> tuple[TrainState, int]:
     """The newest intact checkpoint (data position included), or the run's start, with the
-    peak learning rate scaled by ``lr_factor`` relative to that state's own."""
+    peak learning rate scaled by ``lr_factor`` relative to that state's own (a
+    placement-free state)."""
     checkpoints.wait()
     found, state = checkpoints.restore_latest_good(pieces.state, iterator)
     if found is None:

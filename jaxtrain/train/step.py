@@ -35,15 +35,29 @@ def weighted_mean(losses: jax.Array, weights: jax.Array | None) -> jax.Array:
     return jnp.mean(losses if weights is None else weights * losses)
 
 
-def make_loss_fn(model: nn.Module, task: Task, penalty: Penalty | None = None):
+def cast_floating(tree, dtype):
+    """Every floating-point leaf of ``tree`` as ``dtype`` (integer leaves, e.g. tokens, kept)."""
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
+
+
+def make_loss_fn(model: nn.Module, task: Task, penalty: Penalty | None = None, compute_dtype=None):
     """``loss_fn(params, state, batch, rng) -> (loss, (outputs, model_state))``, differentiable
     in ``params``: the task's mean (optionally ``batch["weights"]``-weighted) loss plus
-    ``penalty(params)``. Steps that change the objective (FedProx, SCAFFOLD) wrap this one."""
+    ``penalty(params)``. Steps that change the objective (FedProx, SCAFFOLD) wrap this one.
+
+    With ``compute_dtype`` (e.g. ``jnp.bfloat16``) the forward and backward passes run in that
+    dtype: float parameters and inputs are cast to it inside the function, so the gradient
+    with respect to the float32 ``params`` is float32 again; the outputs are cast back to
+    float32 before the loss (a mixed-precision policy: params f32, compute bf16, loss f32)."""
 
     def loss_fn(params, state: TrainState, batch: Batch, rng):
-        outputs, model_state = apply_model(
-            model, state, params, batch["inputs"], train=True, rng=rng
-        )
+        inputs, used = batch["inputs"], params
+        if compute_dtype is not None:
+            inputs, used = cast_floating((inputs, params), compute_dtype)
+        outputs, model_state = apply_model(model, state, used, inputs, train=True, rng=rng)
+        outputs = cast_floating(outputs, jnp.float32)
         loss = weighted_mean(task.loss(outputs, batch["labels"]), batch.get("weights"))
         if penalty is not None:
             loss = loss + penalty(params)
@@ -58,6 +72,10 @@ def make_train_step(
     task: Task | None = None,
     penalty: Penalty | None = None,
     augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    *,
+    axis_name: str | None = None,
+    micro_batches: int = 1,
+    compute_dtype=None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """``train_step(state, batch) -> (state, metrics)``, pure and unjitted.
 
@@ -67,18 +85,42 @@ def make_train_step(
     (penalty included), the task's batch metrics (e.g. ``accuracy``), the global
     ``grad_norm``, the ``learning_rate`` used and ``nonfinite`` (1 when the loss or the
     gradient was NaN/inf: that update was skipped, the state carried over unchanged).
+
+    The same step serves every way of running it:
+
+    - ``axis_name``: the step runs under ``jax.pmap(..., axis_name)`` (or ``shard_map``) on a
+      per-device slice of the batch; gradients, loss and metrics are averaged across devices
+      (``pmean``), so every replica applies the same update, and each device draws its own
+      dropout/augmentation key. BatchNorm synchronises its statistics only when the model
+      was built with the same ``axis_name`` (see :func:`jaxtrain.models.build_model`).
+    - ``micro_batches``: gradient accumulation; the batch is cut into that many equal
+      micro-batches, run one after another by ``lax.scan`` (peak activation memory of one
+      micro-batch), and their mean gradient makes one update. Without dropout or BatchNorm
+      this equals the full-batch step up to float rounding.
+    - ``compute_dtype``: mixed precision (see :func:`make_loss_fn`).
     """
     task = task or classification(0)  # the class count only matters for evaluation
-    loss_fn = make_loss_fn(model, task, penalty)
+    loss_fn = make_loss_fn(model, task, penalty, compute_dtype)
+    loss_and_grad = _accumulated(loss_fn, micro_batches) if micro_batches > 1 else None
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         step_key = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:  # each replica its own randomness (as rows of one batch)
+            step_key = jax.random.fold_in(step_key, jax.lax.axis_index(axis_name))
         if augment is not None:
             # A key of its own (the dropout key stays the step key, as without augmentation).
             batch = {**batch, "inputs": augment(batch["inputs"], jax.random.fold_in(step_key, 1))}
-        (loss, (outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, state, batch, step_key
-        )
+        if loss_and_grad is None:
+            (loss, (outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params, state, batch, step_key
+            )
+        else:
+            (loss, (outputs, model_state)), grads = loss_and_grad(
+                state.params, state, batch, step_key
+            )
+        batch_metrics = task.batch_metrics(outputs, batch["labels"])
+        if axis_name is not None:
+            grads, loss, batch_metrics = jax.lax.pmean((grads, loss, batch_metrics), axis_name)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         grad_norm = optax.global_norm(grads)
         # A non-finite loss or gradient skips the update (state kept, step still counted) and
@@ -94,7 +136,7 @@ def make_train_step(
         )
         metrics = {
             "loss": loss,
-            **task.batch_metrics(outputs, batch["labels"]),
+            **batch_metrics,
             "grad_norm": grad_norm,
             "learning_rate": jnp.asarray(opt_state.hyperparams["learning_rate"], jnp.float32),
             "nonfinite": (~finite).astype(jnp.float32),
@@ -102,6 +144,46 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
+
+
+def _accumulated(loss_fn, micro_batches: int):
+    """``value_and_grad(loss_fn)`` over ``micro_batches`` equal slices of the batch, scanned:
+    returns the mean loss, the outputs of every row (in order), the model state after the last
+    slice, and the mean gradient."""
+
+    def loss_and_grad(params, state: TrainState, batch: Batch, key):
+        size = jax.tree.leaves(batch)[0].shape[0]
+        if size % micro_batches:
+            raise ValueError(
+                f"train.micro_batches={micro_batches} does not divide the batch of {size} rows"
+            )
+        sliced = jax.tree.map(
+            lambda x: x.reshape(micro_batches, size // micro_batches, *x.shape[1:]), batch
+        )
+
+        def one(carry, xs):
+            grad_sum, loss_sum, model_state = carry
+            micro, index = xs
+            (loss, (outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                params,
+                state.replace(model_state=model_state),
+                micro,
+                jax.random.fold_in(key, index),
+            )
+            grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+            return (grad_sum, loss_sum + loss, model_state), outputs
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (grad_sum, loss_sum, model_state), outputs = jax.lax.scan(
+            one,
+            (zeros, jnp.zeros((), jnp.float32), state.model_state),
+            (sliced, jnp.arange(micro_batches)),
+        )
+        outputs = jax.tree.map(lambda x: x.reshape(size, *x.shape[2:]), outputs)
+        grads = jax.tree.map(lambda g: g / micro_batches, grad_sum)
+        return (loss_sum / micro_batches, (outputs, model_state)), grads
+
+    return loss_and_grad
 
 
 def make_eval_step(model: nn.Module, task: Task | int) -> Callable[[TrainState, Batch], Metrics]:
