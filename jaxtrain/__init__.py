@@ -10,7 +10,8 @@ The public API, by layer (see README "Python API"):
 - models:  ``build_model``, ``MLP``, ``CNN``, ``ResNet``, ``Linear``, ``TransformerLM``,
            ``ViT``, ``generate``, ``fit_least_squares``, ``fit_tree``, ``fit_forest``
 - train:   ``TrainState``, ``create_train_state``, ``build_optimizer``, ``make_train_step``,
-           ``make_eval_step``, ``train_and_evaluate``, callbacks
+           ``make_eval_step``, ``make_fused_steps``, ``build_placement``, ``Placement``,
+           ``train_and_evaluate``, callbacks, ``enable_compilation_cache``
 - metrics: ``confusion_matrix``, ``classification_metrics`` and the rest of
            ``jaxtrain.metrics`` (ranking, probabilistic, regression, fairness, bootstrap)
 - checkpoint / logging / runner: ``Checkpoints``, ``MetricWriter``, ``train``, ``evaluate_run``,
@@ -29,6 +30,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "build_model": "jaxtrain.models",
     "build_optimizer": "jaxtrain.train",
+    "build_placement": "jaxtrain.train",
+    "enable_compilation_cache": "jaxtrain.compilation_cache",
+    "make_fused_steps": "jaxtrain.train",
+    "Placement": "jaxtrain.train",
+    "train_index_batches": "jaxtrain.data",
     "build_schedule": "jaxtrain.train",
     "Callback": "jaxtrain.train",
     "Checkpoints": "jaxtrain.checkpoint",

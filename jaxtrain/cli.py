@@ -75,6 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Imported after parsing so `--help` and argument errors stay instant.
     from jaxtrain.checkpoint import CorruptCheckpoint
+    from jaxtrain.compilation_cache import enable_compilation_cache
     from jaxtrain.config import ConfigError
     from jaxtrain.data import DatasetError
     from jaxtrain.runner import (
@@ -89,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from jaxtrain.train.loop import NonFiniteError
 
+    enable_compilation_cache()  # a second run of the same config skips compiling
     try:
         if args.verb == "train" and args.check_determinism is not None:
             if args.config is None:

@@ -12,6 +12,12 @@ import pytest
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Bundled datasets are built once per session here, never in the user's cache."""
     path = tmp_path_factory.mktemp("tensorflow_datasets")
+    # Compiled programs are cached for the session (never in the user's cache): the many
+    # small runs of the suite share most of their programs.
+    os.environ.setdefault("JAXTRAIN_CACHE_DIR", str(tmp_path_factory.mktemp("xla_cache")))
+    from jaxtrain.compilation_cache import enable_compilation_cache
+
+    enable_compilation_cache()
     previous = os.environ.get("JAXTRAIN_DATA_DIR")
     os.environ["JAXTRAIN_DATA_DIR"] = str(path)
     from jaxtrain.data import LOCAL_BUILDERS, load_tfds

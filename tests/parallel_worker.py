@@ -1,9 +1,13 @@
-"""Trains one small config under a placement and saves its final state; run in a subprocess.
+"""Trains small configs under placements and saves their final states; run in a subprocess
+(the device count is fixed when JAX starts: ``XLA_FLAGS`` and, for several processes,
+``JAXTRAIN_COORDINATOR``/``JAXTRAIN_NUM_PROCESSES``/``JAXTRAIN_PROCESS_ID``).
 
-``python -m tests.parallel_worker OUT_DIR NAME [overrides...]`` writes ``OUT_DIR/NAME.npz``
-(the final parameters and optimizer state, flattened) and ``OUT_DIR/NAME.json`` (test
-metrics, steps, placement). Environment variables decide the devices (``XLA_FLAGS``) and,
-with ``JAXTRAIN_COORDINATOR``/``JAXTRAIN_NUM_PROCESSES``/``JAXTRAIN_PROCESS_ID``, the process.
+``python -m tests.parallel_worker OUT_DIR SPEC...`` where a SPEC is ``NAME=OVERRIDES``, the
+overrides separated by ``;`` (``pmap=train.parallel=pmap``), or
+``NAME=OVERRIDES>STOP>RESUME_OVERRIDES``: stopped after STOP steps, then resumed with the
+resume overrides (a checkpoint of one placement restored by another). Process 0 writes
+``OUT_DIR/NAME.npz`` (final parameters and optimizer state, flattened by path) and
+``OUT_DIR/NAME.json`` (test metrics, steps, devices, processes) for each.
 """
 
 from __future__ import annotations
@@ -32,11 +36,30 @@ def flat(tree) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(path): np.asarray(jax.device_get(leaf)) for path, leaf in leaves}
 
 
-def main(out_dir: str, name: str, *overrides: str) -> None:
-    initialize(None)  # from the environment when the test starts two processes
-    from jaxtrain.config import load_config
-    from jaxtrain.runner import train
+def run(out: Path, config_path: Path, name: str, spec: str):
+    from jaxtrain.config import dump_config, load_config
+    from jaxtrain.runner import new_run_dir, train
+    from jaxtrain.train import stop_at_step, train_and_evaluate
 
+    overrides, _, rest = spec.partition(">")
+    overrides = [o for o in overrides.split(";") if o]
+    if not rest:
+        return train(config_path, overrides, runs_dir=out / "runs", progress=False)
+    stop, _, resume_overrides = rest.partition(">")
+    config = load_config(config_path, overrides)
+    run_dir = new_run_dir(out / "runs", name)
+    dump_config(config, run_dir / "config.yaml")
+    stopped = train_and_evaluate(
+        config, run_dir, callbacks=(stop_at_step(int(stop)),), progress=False
+    )
+    assert stopped.status == "stopped", stopped
+    return train(
+        None, [o for o in resume_overrides.split(";") if o], resume=run_dir, progress=False
+    )
+
+
+def main(out_dir: str, *specs: str) -> None:
+    initialize(None)  # from the environment when the test starts several processes
     out = Path(out_dir)
     config_path = out / "parallel.yaml"
     if is_writer():
@@ -45,22 +68,20 @@ def main(out_dir: str, name: str, *overrides: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices("config written")
-    load_config(config_path, list(overrides))  # fail early on a bad override
-    result = train(config_path, list(overrides), runs_dir=out / "runs", progress=False)
-    state = result.state
-    if is_writer():
-        np.savez(out / f"{name}.npz", **flat({"params": state.params, "opt": state.opt_state}))
-        (out / f"{name}.json").write_text(
-            json.dumps(
-                {
-                    "test": result.test,
-                    "step": result.step,
-                    "devices": jax.device_count(),
-                    "processes": jax.process_count(),
-                    "run_dir": str(result.run_dir),
-                }
-            )
-        )
+    for item in specs:
+        name, _, spec = item.partition("=")
+        result = run(out, config_path, name, spec)
+        if is_writer():
+            state = {"params": result.state.params, "opt": result.state.opt_state}
+            np.savez(out / f"{name}.npz", **flat(state))
+            summary = {
+                "test": result.test,
+                "step": result.step,
+                "devices": jax.device_count(),
+                "processes": jax.process_count(),
+                "run_dir": str(result.run_dir),
+            }
+            (out / f"{name}.json").write_text(json.dumps(summary))
 
 
 if __name__ == "__main__":

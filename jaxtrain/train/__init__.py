@@ -2,23 +2,28 @@
 
 from jaxtrain.train.callbacks import Callback, chain, stop_at_step, stop_on_signals
 from jaxtrain.train.evaluate import evaluate
+from jaxtrain.train.fused import make_fused_steps
 from jaxtrain.train.loop import RunResult, build_pieces, train_and_evaluate
 from jaxtrain.train.optim import build_optimizer, build_schedule
+from jaxtrain.train.parallel import Placement, build_placement
 from jaxtrain.train.state import TrainState, count_params, create_train_state
 from jaxtrain.train.step import make_eval_step, make_train_step
 
 __all__ = [
     "Callback",
+    "Placement",
     "RunResult",
     "TrainState",
     "build_optimizer",
     "build_pieces",
+    "build_placement",
     "build_schedule",
     "chain",
     "count_params",
     "create_train_state",
     "evaluate",
     "make_eval_step",
+    "make_fused_steps",
     "make_train_step",
     "stop_at_step",
     "stop_on_signals",

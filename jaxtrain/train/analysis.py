@@ -34,11 +34,44 @@ BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
 
 
-def _interval(metric, *arrays, key) -> dict[str, float]:
-    point, low, high = bootstrap_ci(
+def _interval(metric, *arrays, key) -> tuple[jax.Array, jax.Array, jax.Array]:
+    return bootstrap_ci(
         metric, *arrays, key=key, n_resamples=BOOTSTRAP_RESAMPLES, confidence=CONFIDENCE
     )
+
+
+def _as_interval(values) -> dict[str, float]:
+    point, low, high = values
     return {"value": float(point), "low": float(low), "high": float(high)}
+
+
+@jax.jit
+def _classification_numbers(logits: jax.Array, labels: jax.Array, key: jax.Array) -> dict:
+    """Every number of :func:`classification_analysis` in one compiled program (one compile
+    per shape, kept by the compilation cache, instead of thousands of eager dispatches)."""
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    num_classes = probs.shape[-1]
+    accuracy = lambda y, p: jnp.mean(jnp.argmax(p, -1) == y)  # noqa: E731
+    result = {
+        "log_loss": log_loss(labels, probs),
+        "ece": expected_calibration_error(labels, probs),
+    }
+    if num_classes == 2:
+        auc = lambda y, p: roc_auc(y, p[:, 1])  # noqa: E731
+        result["roc_auc"] = auc(labels, probs)
+        result["pr_auc"] = average_precision(labels, probs[:, 1])
+    else:
+        auc = lambda y, p: roc_auc_ovr(y, p)  # noqa: E731
+        result["roc_auc_ovr_macro"] = auc(labels, probs)
+        result["pr_auc_ovr_macro"] = average_precision(labels, probs)
+        for k in (2, 5):
+            if k < num_classes:
+                result[f"top_{k}_accuracy"] = top_k_accuracy(labels, probs, k)
+    result["intervals"] = {
+        "accuracy": _interval(accuracy, labels, probs, key=key),
+        "roc_auc": _interval(auc, labels, probs, key=jax.random.fold_in(key, 1)),
+    }
+    return result
 
 
 def classification_analysis(
@@ -47,31 +80,15 @@ def classification_analysis(
     """logits f32[n, K], labels i32[n] -> ranking, probabilistic and calibration metrics, and
     95% bootstrap intervals of accuracy (and ROC-AUC). Writes the reliability diagram to
     ``plot_path`` when given. AUCs of a class absent from ``labels`` are NaN."""
-    probs = jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
     labels = jnp.asarray(labels, jnp.int32)
-    num_classes = probs.shape[-1]
-    key = jax.random.key(seed)
-    accuracy = lambda y, p: jnp.mean(jnp.argmax(p, -1) == y)  # noqa: E731
-    result: dict[str, Any] = {
-        "log_loss": float(log_loss(labels, probs)),
-        "ece": float(expected_calibration_error(labels, probs)),
-    }
-    if num_classes == 2:
-        auc = lambda y, p: roc_auc(y, p[:, 1])  # noqa: E731
-        result["roc_auc"] = float(auc(labels, probs))
-        result["pr_auc"] = float(average_precision(labels, probs[:, 1]))
-    else:
-        auc = lambda y, p: roc_auc_ovr(y, p)  # noqa: E731
-        result["roc_auc_ovr_macro"] = float(auc(labels, probs))
-        result["pr_auc_ovr_macro"] = float(average_precision(labels, probs))
-        for k in (2, 5):
-            if k < num_classes:
-                result[f"top_{k}_accuracy"] = float(top_k_accuracy(labels, probs, k))
-    result["intervals"] = {
-        "accuracy": _interval(accuracy, labels, probs, key=key),
-        "roc_auc": _interval(auc, labels, probs, key=jax.random.fold_in(key, 1)),
-    }
+    numbers = jax.device_get(
+        _classification_numbers(jnp.asarray(logits, jnp.float32), labels, jax.random.key(seed))
+    )
+    intervals = numbers.pop("intervals")
+    result: dict[str, Any] = {name: float(value) for name, value in numbers.items()}
+    result["intervals"] = {name: _as_interval(values) for name, values in intervals.items()}
     if plot_path is not None:
+        probs = jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
         result["reliability_diagram"] = reliability_diagram(labels, probs, path=plot_path).name
     return result
 
@@ -82,12 +99,18 @@ def regression_analysis(values: np.ndarray, targets: np.ndarray, seed: int) -> d
     values = jnp.asarray(values, jnp.float32)
     targets = jnp.asarray(targets, jnp.float32).reshape(values.shape)
     key = jax.random.key(seed)
-    metrics = {"r2": r2, "rmse": rmse, "mae": mae}
     return {
         "intervals": {
-            name: _interval(
-                lambda y, p, f=fn: f(y, p), targets, values, key=jax.random.fold_in(key, i)
-            )
-            for i, (name, fn) in enumerate(metrics.items())
+            name: _as_interval(values)
+            for name, values in jax.device_get(_regression_numbers(targets, values, key)).items()
         }
+    }
+
+
+@jax.jit
+def _regression_numbers(targets: jax.Array, values: jax.Array, key: jax.Array) -> dict:
+    metrics = {"r2": r2, "rmse": rmse, "mae": mae}
+    return {
+        name: _interval(lambda y, p, f=fn: f(y, p), targets, values, key=jax.random.fold_in(key, i))
+        for i, (name, fn) in enumerate(metrics.items())
     }
