@@ -14,6 +14,8 @@ The public API, by layer (see README "Python API"):
            ``train_and_evaluate``, callbacks, ``enable_compilation_cache``
 - metrics: ``confusion_matrix``, ``classification_metrics`` and the rest of
            ``jaxtrain.metrics`` (ranking, probabilistic, regression, fairness, bootstrap)
+- transfer: ``build_transfer``, ``load_pretrained``, ``LoRAModel``, ``merge_lora``,
+           ``read_weights_file``, ``write_weights_file``, ``TransferError``
 - checkpoint / logging / runner: ``Checkpoints``, ``MetricWriter``, ``train``, ``evaluate_run``,
            ``generate_text``
 """
@@ -91,6 +93,13 @@ _EXPORTS = {
     "sweep_run": "jaxtrain.runner",
     "run_federated": "jaxtrain.federated",
     "federated_run": "jaxtrain.runner",
+    "build_transfer": "jaxtrain.transfer",
+    "load_pretrained": "jaxtrain.transfer",
+    "LoRAModel": "jaxtrain.transfer",
+    "merge_lora": "jaxtrain.transfer",
+    "read_weights_file": "jaxtrain.transfer",
+    "write_weights_file": "jaxtrain.transfer",
+    "TransferError": "jaxtrain.transfer",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -472,7 +472,7 @@ def _checked_data(config: Config, source: str | Path, stats: dict | None = None)
     try:
         if config.data.path is None:
             check_available(config.data.name, config.data.data_dir)
-        data = prepare_data(config.data, stats=stats)
+        data = prepare_data(config.data, _source_normalizer(config, stats), stats=stats)
         check_model_fits_data(config.model, data)
         if config.fairness is not None:
             sensitive_groups(config, data)
@@ -488,6 +488,18 @@ def _checked_data(config: Config, source: str | Path, stats: dict | None = None)
     if config.transfer is not None and stats is None:  # a new run: check the pretrained source
         _checked_transfer(config, data, source)
     return data
+
+
+def _source_normalizer(config: Config, stats: dict | None):
+    """A new transfer run with ``transfer.normalizer: source``: the input normaliser the
+    pretrained run used (stored in its data_stats.json), else None (fit on the new data)."""
+    transfer = config.transfer
+    if stats is not None or transfer is None or transfer.normalizer != "source":
+        return None
+    from jaxtrain.data.dataset import fitted_stats
+    from jaxtrain.transfer.load import source_stats
+
+    return fitted_stats(source_stats(transfer))[0]
 
 
 def _checked_transfer(config: Config, data: PreparedData, source: str | Path) -> None:

@@ -27,6 +27,14 @@ from jaxtrain.data.sources import DatasetError, load_text_file
 from jaxtrain.runner import evaluate_run, generate_text, train
 from tests.support import CONFIGS, ROOT
 
+_TINY_LM = [
+    "data.sequence_length=32",
+    "data.batch_size=128",
+    "train.epochs=1",
+    "model.d_model=32",
+    "model.num_layers=1",
+]
+
 # Each config shortened so the whole family sweep stays quick on two cores.
 SHORT = {
     "breast_cancer_logistic.yaml": ["train.epochs=60", "train.eval_every=30"],
@@ -55,6 +63,13 @@ SHORT = {
         "train.eval_every=50",
     ],
     "wine_tree.yaml": [],
+    # Transfer: each config's data and model here, from scratch (transfer=null) or shortened;
+    # pretraining, then loading: tests/test_transfer.py.
+    "transfer_digits_pretrain.yaml": ["train.epochs=1", "model.features=[8]", "model.dense=16"],
+    "transfer_digits_finetune.yaml": ["transfer=null", "train.epochs=2", "model.features=[8]"],
+    "transfer_lm_pretrain.yaml": [*_TINY_LM, "train.eval_every=50"],
+    "transfer_lm_finetune.yaml": ["transfer=null", *_TINY_LM],
+    "transfer_lm_lora.yaml": ["transfer=null", *_TINY_LM],
 }
 
 

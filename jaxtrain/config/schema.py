@@ -26,6 +26,7 @@ from jaxtrain.config.distributed import DistributedConfig
 from jaxtrain.config.federated import FederatedConfig
 from jaxtrain.config.prepare import PrepareConfig
 from jaxtrain.config.sweep import SweepConfig
+from jaxtrain.config.transfer import TransferConfig
 
 
 @dataclass(config=_STRICT)
@@ -48,6 +49,11 @@ class DataConfig:
     ``task`` (default classification); ``class_names`` (the label set; default: the labels
     found, sorted). ``split``: ``auto`` is grouped with a group column, else stratified for
     classes and random for regression. ``prepare`` holds the cleaning rules.
+
+    Subsets for transfer learning (classification, applied after the split, seeded by
+    ``seed``): ``classes`` keeps only those classes (source label ids or class names) in
+    every split, relabelled ``0..k-1`` in the order given; ``train_examples_per_class``
+    keeps that many training examples of each class (validation and test stay whole).
     """
 
     name: Annotated[str, Field(min_length=1)]
@@ -71,6 +77,8 @@ class DataConfig:
     class_names: tuple[str, ...] | None = None
     split: Literal["auto", "stratified", "grouped", "random"] = "auto"
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    classes: tuple[int | str, ...] | None = None
+    train_examples_per_class: PositiveInt | None = None
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -437,6 +445,7 @@ class Config:
     federated: FederatedConfig | None = None
     fairness: FairnessConfig | None = None
     distributed: DistributedConfig | None = None
+    transfer: TransferConfig | None = None
 
     @model_validator(mode="after")
     def _micro_batches_divide_batch(self) -> Config:

@@ -152,6 +152,8 @@ def prepare_data(
         source = config.path or f"tfds:{config.name}"
         table = table_from_raw(raw)
         return prepare_table(table, raw.class_names, raw.task, config, source, normalizer, stats)
+    if config.classes is not None or config.train_examples_per_class is not None:
+        raise DatasetError(f"data.classes: needs class labels ({raw.task} data)")
     carve = _carve(config, set(raw.splits))
     splits = _text_splits(raw, carve, config)
     _check_not_empty(splits, config)
@@ -187,6 +189,20 @@ def prepare_table(
     table, steps = apply_rules(table, cleaning_rules(prepare, task))
     method = _split_method(config, task)
     parts = {name: table.take(rows) for name, rows in split_rows(table, carve, method, config)}
+    if config.classes is not None or config.train_examples_per_class is not None:
+        before = sum(len(p) for p in parts.values())
+        parts, class_names = select_classes(parts, class_names, task, config)
+        after = sum(len(p) for p in parts.values())
+        steps.append(
+            {
+                "rule": "select_classes",
+                "action": f"classes {list(class_names)}, "
+                f"{config.train_examples_per_class or 'all'} training examples per class",
+                "found": before - after,
+                "rows_in": before,
+                "rows_out": after,
+            }
+        )
     _check_not_empty(parts, config)
     if task == "classification":
         _check_every_class_trains(parts["train"].labels, class_names, source)
@@ -285,6 +301,55 @@ def prepare_table(
         fitted,
         {name: np.asarray(parts[name].rows) for name in SPLITS},
     )
+
+
+def select_classes(
+    parts: dict[str, Table], class_names: tuple[str, ...], task: str, config: DataConfig
+) -> tuple[dict[str, Table], tuple[str, ...]]:
+    """Keep ``config.classes`` (label ids or names) in every split, relabelled ``0..k-1`` in
+    the order given, and ``config.train_examples_per_class`` training examples per class
+    (drawn with ``config.seed``, in source order). Returns the parts and the kept names."""
+    if task != "classification":
+        raise DatasetError(f"data.classes: needs class labels ({task} data)")
+    kept = list(range(len(class_names))) if config.classes is None else []
+    for entry in config.classes or ():
+        if isinstance(entry, str):
+            if entry not in class_names:
+                raise DatasetError(
+                    f"data.classes: {entry!r} is not a class of {config.name} "
+                    f"({', '.join(class_names)})"
+                )
+            entry = class_names.index(entry)
+        if not 0 <= entry < len(class_names):
+            raise DatasetError(
+                f"data.classes: {entry} is not a class id of {config.name} "
+                f"(0..{len(class_names) - 1})"
+            )
+        if entry in kept:
+            raise DatasetError(f"data.classes: class {entry} is listed twice")
+        kept.append(entry)
+    relabel = np.full(len(class_names), -1, np.int64)
+    relabel[kept] = np.arange(len(kept))
+    selected = {}
+    for name, part in parts.items():
+        labels = np.asarray(part.labels, np.int64)
+        mask = np.isin(labels, kept)
+        part = part.take(mask)
+        selected[name] = replace(part, labels=relabel[np.asarray(part.labels, np.int64)])
+    per_class = config.train_examples_per_class
+    if per_class is not None:
+        train, rng = selected["train"], np.random.default_rng(config.seed)
+        chosen = []
+        for k in range(len(kept)):
+            rows = np.flatnonzero(train.labels == k)
+            if len(rows) < per_class:
+                raise DatasetError(
+                    f"data.train_examples_per_class: {per_class}, but class "
+                    f"{class_names[kept[k]]!r} has only {len(rows)} training examples"
+                )
+            chosen.append(rng.choice(rows, per_class, replace=False))
+        selected["train"] = train.take(np.sort(np.concatenate(chosen)))
+    return selected, tuple(class_names[k] for k in kept)
 
 
 def cleaning_rules(prepare: PrepareConfig, task: str) -> list[Rule]:

@@ -41,6 +41,7 @@ from jaxtrain.train.parallel import AXIS, build_placement
 from jaxtrain.train.state import TrainState, count_params, create_train_state
 from jaxtrain.train.step import apply_model, make_eval_step, make_train_step
 from jaxtrain.train.tasks import Task, resolve_monitor, task_for
+from jaxtrain.transfer import build_transfer, write_transfer_report
 
 DATA_STATS_FILE = "data_stats.json"  # statistics fitted on the training split, reused later
 
@@ -73,6 +74,8 @@ class Pieces:
     task: Task
     penalty: Any = None
     groups: dict[str, np.ndarray] | None = None  # fairness: each split's group ids
+    transfer: Any = None  # jaxtrain.transfer.Transfer with a transfer: section
+    transfer_report: Any = None  # what loading the pretrained weights did (a new run only)
 
     def checkpoints(self, directory: Path, config: Config) -> Checkpoints:
         """The run's checkpoints, ranked by the task's monitored validation metric."""
@@ -80,20 +83,37 @@ class Pieces:
         return Checkpoints(directory, config.train.checkpoint, monitor, mode)
 
 
-def build_pieces(config: Config, data: PreparedData | None = None) -> Pieces:
-    """Data, model, optimizer and the initial state for ``config`` (deterministic in its seeds)."""
+def build_pieces(
+    config: Config, data: PreparedData | None = None, *, pretrained: bool = True
+) -> Pieces:
+    """Data, model, optimizer and the initial state for ``config`` (deterministic in its seeds).
+
+    With a ``transfer:`` section the model and optimizer are the transfer's (adapters, frozen
+    parameters, per-layer rates) and, with ``pretrained``, the initial state holds the
+    pretrained weights (resume and eval restore a checkpoint instead, so they skip that)."""
     data = data or prepare_data(config.data)
     groups = sensitive_groups(config, data) if config.fairness else None
     data = training_weights(config, data, groups)
     total_steps = config.train.epochs * len(data.splits["train"]) // config.data.batch_size
     axis_name = AXIS if config.train.parallel == "pmap" else None  # BatchNorm syncs over it
     model = build_model(config.model, data.num_outputs, data.input_shape, axis_name)
-    tx = build_optimizer(config.optimizer, total_steps)
+    transfer = None
+    if config.transfer is not None:
+        steps_per_epoch = len(data.splits["train"]) / config.data.batch_size
+        inputs_dtype = data.splits["train"].inputs.dtype
+        transfer = build_transfer(
+            config.transfer, model, data.input_shape, inputs_dtype, steps_per_epoch
+        )
+        model = transfer.model
+    tx = build_optimizer(config.optimizer, total_steps, wrap=transfer and transfer.wrap)
     inputs = data.splits["train"].inputs
     state = create_train_state(model, tx, data.input_shape, config.seed, inputs.dtype)
+    report = None
+    if transfer is not None and pretrained:
+        state, report = transfer.initialise(state, tx)
     penalty = build_penalty(config.model)
     task = task_for(data, config.train.label_smoothing)
-    return Pieces(data, model, tx, state, total_steps, task, penalty, groups)
+    return Pieces(data, model, tx, state, total_steps, task, penalty, groups, transfer, report)
 
 
 def train_and_evaluate(
@@ -114,7 +134,7 @@ def train_and_evaluate(
     restored (state and data position) and training continues exactly where it stopped.
     """
     run_dir = Path(run_dir)
-    pieces = build_pieces(config, data)
+    pieces = build_pieces(config, data, pretrained=not resume)
     placement = build_placement(config.train.parallel)
     placement.check_batch(config.data.batch_size, "data.batch_size")
     placement.check_batch(config.data.eval_batch_size, "data.eval_batch_size")
@@ -134,6 +154,8 @@ def train_and_evaluate(
         )
     if is_writer():
         (run_dir / DATA_STATS_FILE).write_text(json.dumps(pieces.data.stats()))
+        if pieces.transfer_report is not None:
+            write_transfer_report(run_dir, pieces.transfer_report)
     checkpoints = pieces.checkpoints(run_dir / "checkpoints", config)
     try:
         return _run(
@@ -450,6 +472,8 @@ def _finish(
         )
     if not is_writer():
         return test
+    if pieces.transfer is not None:  # LoRA: the best parameters with adapters merged
+        pieces.transfer.export(run_dir, best_state.params)
     write_outputs(
         config,
         run_dir,

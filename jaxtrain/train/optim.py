@@ -112,24 +112,35 @@ def _clip(max_norm):
 
 
 def build_optimizer(
-    config: AdamConfig | AdamWConfig | SGDConfig, total_steps: int
+    config: AdamConfig | AdamWConfig | SGDConfig,
+    total_steps: int,
+    wrap: Callable[[optax.GradientTransformation], optax.GradientTransformation] | None = None,
 ) -> optax.GradientTransformation:
     """The configured optimizer with its settings in the state (see :func:`inject_hyperparams`):
     ``hyperparams`` holds ``peak_learning_rate`` (= ``config.learning_rate``), the current
-    ``learning_rate`` (the schedule's value), ``weight_decay`` and the rest."""
+    ``learning_rate`` (the schedule's value), ``weight_decay`` and the rest.
+
+    ``wrap`` transforms the inner optimizer (inside the hyperparameter state, so
+    ``hyperparams`` stays on top): transfer learning uses it to keep no state for frozen
+    parameters, scale learning rates per layer and gate gradual unfreezing.
+    """
 
     def shape(peak: jax.Array, count: jax.Array) -> jax.Array:
         return build_schedule(peak, config.schedule, total_steps)(count)
+
+    def wrapped(factory):
+        return factory if wrap is None else (lambda **kwargs: wrap(factory(**kwargs)))
 
     numeric = {PEAK: config.learning_rate, "weight_decay": config.weight_decay}
     if config.grad_clip_norm is not None:
         numeric["grad_clip_norm"] = config.grad_clip_norm
     if config.name == "sgd":
         numeric["momentum"] = config.momentum
-        return inject_hyperparams(_sgd, shape, {"nesterov": config.nesterov})(**numeric)
+        static = {"nesterov": config.nesterov}
+        return inject_hyperparams(wrapped(_sgd), shape, static)(**numeric)
     numeric.update(b1=config.b1, b2=config.b2, eps=config.eps)
     factory = _adam if config.name == "adam" else _adamw
-    return inject_hyperparams(factory, shape)(**numeric)
+    return inject_hyperparams(wrapped(factory), shape)(**numeric)
 
 
 def scale_learning_rate(opt_state: HyperparamsState, factor: float) -> HyperparamsState:
