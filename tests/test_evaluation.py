@@ -110,6 +110,14 @@ def test_diagnosis_rules_on_constructed_curves() -> None:
     # A rise within 5% of the minimum is noise, not overfitting.
     noisy = diagnose(records(falling, [0.9, 0.5, 0.3, 0.2, 0.209]), baseline_loss=1.0)
     assert noisy["verdict"] == "good fit"
+    # Validation best before the first training log point (step 5 < 10): still overfitting.
+    early = records(falling, [0.5, 0.6, 0.7, 0.8, 1.1])
+    early[len(falling)]["step"] = 5
+    assert diagnose(early, baseline_loss=1.0)["verdict"] == "overfitting"
+    # Both losses rising is unstable optimisation, and the evidence says what happened.
+    unstable = diagnose(records([0.2, 0.15, 0.3, 0.4, 0.5], [0.3, 0.2, 0.5, 0.6, 0.7]), 1.0)
+    assert unstable["verdict"] == "good fit"
+    assert "training loss did not fall" in unstable["evidence"]
 
 
 def test_a_run_made_to_overfit_is_diagnosed_and_early_stopping_restores_the_best(

@@ -444,3 +444,17 @@ def test_file_errors_name_the_key(tmp_path) -> None:
         load_table(tmp_path / "missing.csv", "y")
     with pytest.raises(DatasetError, match="data.categorical_columns: column 'cellar' holds text"):
         load_table(WINE_CSV, "cultivar", categorical_columns=("vineyard",), id_column="id")
+
+
+def test_images_with_missing_pixels_cannot_be_imputed_silently() -> None:
+    from jaxtrain.data.clean import fit_imputer
+    from jaxtrain.data.sources import ArraySplit, RawDataset
+    from jaxtrain.data.tabular import table_from_raw
+
+    images = load_digits().images[:20, :, :, None].astype(np.float32)
+    images[[3, 7], 2, 2, 0] = np.nan
+    raw = RawDataset("digits", {"train": ArraySplit(images, np.zeros(20, np.int32))}, ("0",))
+    table = table_from_raw(raw)
+    with pytest.raises(DatasetError, match=r"data.prepare.missing: median .* 2 row\(s\)"):
+        fit_imputer(table, "median", None, False)
+    assert fit_imputer(table, "drop", None, False) == {"values": {}, "indicators": []}

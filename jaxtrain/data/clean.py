@@ -173,9 +173,17 @@ def fit_imputer(table: Table, strategy: str, fill_value, add_indicator: bool) ->
     "indicators": [columns]}``. ``mean``/``median`` apply to numeric columns; categorical
     columns then take their most frequent category. A column missing in every training row
     is filled with 0 (numeric) or ``"missing"`` (text)."""
-    if strategy in ("error", "drop") or not table.is_columnar:
+    if strategy in ("error", "drop"):
         return {"values": {}, "indicators": []}
     mask = missing_mask(table)
+    if not table.is_columnar:
+        if mask.any():  # a fill value per pixel is not a column statistic: refuse, never NaN
+            raise DatasetError(
+                f"data.prepare.missing: {strategy} fills named columns, but these examples are "
+                f"arrays of shape {table.numeric.shape[1:]} with {int(mask.any(1).sum())} "
+                "row(s) holding NaN; use data.prepare.missing=drop (or error)"
+            )
+        return {"values": {}, "indicators": []}
     values: dict[str, float | str] = {}
     for j, name in enumerate(table.numeric_names):
         present = table.numeric[~mask[:, j], j]

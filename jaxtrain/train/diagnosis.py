@@ -58,8 +58,10 @@ def diagnose(records: Sequence[Mapping[str, Any]], baseline_loss: float | None) 
                 f"{UNDERFIT_FRACTION:.0%}): train longer, raise capacity or the learning rate"
             )
             return {"verdict": "underfitting", "evidence": evidence, **facts}
-    at_best = [loss for step, loss in train if step <= best_step]
-    train_kept_falling = bool(at_best) and final_train < at_best[-1]
+    # The training loss when validation was best (the first logged one if validation
+    # bottomed out before the first training log point).
+    at_best = [loss for step, loss in train if step <= best_step] or [train[0][1]]
+    train_kept_falling = final_train < at_best[-1]
     rise = (final_val - best_val) / best_val if best_val > 0 else 0.0
     if best_step < last_step and rise > OVERFIT_RISE and train_kept_falling:
         evidence = (
@@ -69,10 +71,18 @@ def diagnose(records: Sequence[Mapping[str, Any]], baseline_loss: float | None) 
             "stopping), regularise or add data"
         )
         return {"verdict": "overfitting", "evidence": evidence, **facts}
-    evidence = (
-        f"validation loss {final_val:.4f} is within {OVERFIT_RISE:.0%} of its minimum "
-        f"{best_val:.4f}; train/validation gap {final_val - final_train:.4f}"
-    )
+    if rise > OVERFIT_RISE:  # risen, but the training loss rose with it: not memorisation
+        evidence = (
+            f"validation loss rose {rise:.0%} from its minimum {best_val:.4f} at step "
+            f"{best_step}, but training loss did not fall meanwhile ({at_best[-1]:.4f} -> "
+            f"{final_train:.4f}): unstable optimisation rather than overfitting; lower the "
+            f"learning rate; train/validation gap {final_val - final_train:.4f}"
+        )
+    else:
+        evidence = (
+            f"validation loss {final_val:.4f} is within {OVERFIT_RISE:.0%} of its minimum "
+            f"{best_val:.4f}; train/validation gap {final_val - final_train:.4f}"
+        )
     if baseline_loss:
         evidence += f"; training loss {final_train / baseline_loss:.0%} of the trivial baseline"
     return {"verdict": "good fit", "evidence": evidence, **facts}
