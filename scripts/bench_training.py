@@ -98,7 +98,9 @@ def jax_runs(model_name: str, batch: int, data) -> dict[str, float]:
     fused = jax.jit(make_fused_steps(step_fn))
     on_device = jax.device_put({"inputs": split.inputs, "labels": split.labels})
     indices = iter(train_index_batches(len(split), batch, EPOCHS + 1, seed=0))
-    epochs = [jax.device_put(np.stack([next(indices) for _ in range(steps)])) for _ in range(EPOCHS + 1)]
+    epochs = [
+        jax.device_put(np.stack([next(indices) for _ in range(steps)])) for _ in range(EPOCHS + 1)
+    ]
     s = state
     s, metrics = fused(s, on_device, epochs[0])  # warm-up epoch (compiles)
     jax.block_until_ready(metrics)
