@@ -17,8 +17,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/jaxtrain train configs/digits_cnn.yaml
 
+# One worker per core; a test file's tests stay on one worker (they share module fixtures).
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n auto --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check jaxtrain tests scripts
