@@ -6,6 +6,7 @@ runner functions and turn the run directories into a table and plots. Nothing he
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sys
@@ -68,3 +69,14 @@ def timed(into: dict, key: str = "wall_s") -> Iterator[None]:
         yield
     finally:
         into[key] = round(time.perf_counter() - started, 1)
+
+
+def study_arguments(
+    argv: Sequence[str] | None, doc: str, here: Path, quick_help: str
+) -> argparse.Namespace:
+    """The options every study takes: ``--quick`` (a shortened version, for the tests) and
+    ``--out DIR`` (default: the study's own ``results/``)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", type=Path, default=here / "results")
+    return parser.parse_args(argv)

@@ -13,7 +13,6 @@ thresholds fitted on the validation split. Writes ``results.md``, ``results.json
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -25,7 +24,16 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from common import ROOT, figure, markdown_table, read_json, save, timed, write_json  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    figure,
+    markdown_table,
+    read_json,
+    save,
+    study_arguments,
+    timed,
+    write_json,
+)
 
 from jaxtrain.runner import train  # noqa: E402
 
@@ -171,10 +179,7 @@ def plot_gaps(summary: dict, path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one seed, 2 epochs (tests)")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
-    args = parser.parse_args(argv)
+    args = study_arguments(argv, __doc__, HERE, quick_help="one seed, 2 epochs (tests)")
     study = yaml.safe_load((HERE / "study.yaml").read_text())
     seeds = study["quick"]["seeds"] if args.quick else study["seeds"]
     common = study["quick"]["overrides"] if args.quick else []

@@ -19,7 +19,6 @@ not. Writes ``results.md``, ``results.json`` and ``scaling.png`` to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from common import (  # noqa: E402
     markdown_table,
     read_json,
     save,
+    study_arguments,
     timed,
     write_json,
 )
@@ -265,10 +265,7 @@ def write_results(results: dict, out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 families, 2 points (tests)")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
-    args = parser.parse_args(argv)
+    args = study_arguments(argv, __doc__, HERE, quick_help="3 families, 2 points (tests)")
     study = yaml.safe_load((HERE / "study.yaml").read_text())
     families, scaling, train = study["families"], dict(study["scaling"]), study["train"]
     if args.quick:

@@ -18,7 +18,6 @@ PNG plots to ``--out`` (default ``experiments/lifecycle/results``).
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from common import (  # noqa: E402
     markdown_table,
     read_json,
     save,
+    study_arguments,
     timed,
     write_json,
 )
@@ -366,10 +366,7 @@ def write_results(
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny version (tests)")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
-    args = parser.parse_args(argv)
+    args = study_arguments(argv, __doc__, HERE, quick_help="a tiny version (tests)")
     quick = yaml.safe_load((HERE / "quick.yaml").read_text()) if args.quick else None
     args.out.mkdir(parents=True, exist_ok=True)
     timing: dict = {}

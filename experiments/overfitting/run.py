@@ -17,7 +17,6 @@ Writes ``results.md``, ``results.json``, ``learning_curves.png`` and ``loss_curv
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -28,7 +27,16 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from common import ROOT, figure, markdown_table, read_json, save, timed, write_json  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    figure,
+    markdown_table,
+    read_json,
+    save,
+    study_arguments,
+    timed,
+    write_json,
+)
 
 from jaxtrain.config import load_config  # noqa: E402
 from jaxtrain.data import prepare_data  # noqa: E402
@@ -191,10 +199,7 @@ def plot_loss_curves(results: dict, path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 sizes, 2 variants (tests)")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
-    args = parser.parse_args(argv)
+    args = study_arguments(argv, __doc__, HERE, quick_help="2 sizes, 2 variants (tests)")
     study = yaml.safe_load((HERE / "study.yaml").read_text())
     variants, fractions, common = study["variants"], study["fractions"], []
     if args.quick:
