@@ -176,25 +176,34 @@ def train_and_evaluate(
 COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}  # train.precision
 
 
-def _advance_fn(config, pieces, placement, iterator):
-    """``advance(state, count) -> (state, metrics)``: the next ``count`` training steps.
-
-    Per-step (``count`` 1): one batch from the pipeline through the compiled step. Fused:
-    ``count`` index batches from the same stream through one compiled ``lax.scan`` over the
-    training split held on the devices (metrics stacked over the steps)."""
-    step_fn = make_train_step(
+def _step_fn(config, pieces, axis_name):
+    """The run's pure ``train_step`` (see :func:`make_train_step`) with the config's options."""
+    return make_train_step(
         pieces.model,
         pieces.tx,
         pieces.task,
         pieces.penalty,
         build_augment(config.train.augment),
-        axis_name=placement.axis_name,
+        axis_name=axis_name,
         micro_batches=config.train.micro_batches,
         compute_dtype=COMPUTE_DTYPES[config.train.precision],
     )
+
+
+def _advance_fn(config, pieces, placement, iterator):
+    """``(advance, step_fn)``: ``advance(state, count) -> (state, metrics)`` runs the next
+    ``count`` training steps of the pure ``step_fn``.
+
+    Per-step (``count`` 1): one batch from the pipeline through the compiled step. Fused:
+    ``count`` index batches from the same stream through one compiled ``lax.scan`` over the
+    training split held on the devices (metrics stacked over the steps)."""
+    step_fn = _step_fn(config, pieces, placement.axis_name)
     if not config.train.fused_epochs:
         train_step = placement.compile(step_fn)
-        return lambda state, count: train_step(state, placement.put_batch(next(iterator)))
+        return (
+            lambda state, count: train_step(state, placement.put_batch(next(iterator))),
+            step_fn,
+        )
     fused = placement.compile(make_fused_steps(step_fn))
     split = pieces.data.splits["train"]
     arrays = {"inputs": split.inputs, "labels": split.labels}
@@ -209,7 +218,7 @@ def _advance_fn(config, pieces, placement, iterator):
         local = indices[:, index * rows : (index + 1) * rows]
         return fused(state, on_device, placement.put_indices(local))
 
-    return advance
+    return advance, step_fn
 
 
 def _run(
@@ -223,7 +232,7 @@ def _run(
     fused = config.train.fused_epochs
     config_dict = config_to_dict(config)
     task = pieces.task
-    advance = _advance_fn(config, pieces, placement, iterator)
+    advance, step_fn = _advance_fn(config, pieces, placement, iterator)
     stopping = EarlyStopping.from_config(config.train.early_stopping, checkpoints)
     plateau_config = config.train.reduce_on_plateau
     plateau = plateau_config and Plateau(
@@ -351,15 +360,9 @@ def _run(
         if split.weights is not None:
             sample["weights"] = split.weights[: config.data.batch_size]
         cost = training_cost(
-            jax.jit(
-                make_train_step(
-                    pieces.model,
-                    pieces.tx,
-                    task,
-                    pieces.penalty,
-                    compute_dtype=COMPUTE_DTYPES[config.train.precision],
-                )
-            ),
+            # XLA's count of one plain step on the global batch (on one device, the very
+            # program the per-step loop compiled: traced and compiled once).
+            jax.jit(step_fn if placement.axis_name is None else _step_fn(config, pieces, None)),
             placement.host_state(placement.put_state(pieces.state)),
             placement.put_batch(sample),
             model_config=config.model,
