@@ -69,9 +69,7 @@ optimizer: {{name: adamw, learning_rate: 0.003, weight_decay: 0.0001}}
 
 def jax_runs(model_name: str, batch: int, data) -> dict[str, float]:
     """Examples/second and FLOP/s of (a) the per-step loop and (b) the fused epoch."""
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        handle.write(CONFIG.format(batch=batch, model=MODELS[model_name]))
-    config = load_config(handle.name)
+    config = load_config_text(CONFIG.format(batch=batch, model=MODELS[model_name]))
     split = data.splits["train"]
     steps = len(split) // batch
     model = build_model(config.model, data.num_outputs, data.input_shape)
@@ -217,9 +215,11 @@ def main() -> None:
 
 
 def load_config_text(text: str):
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        handle.write(text)
-    return load_config(handle.name)
+    """A config from YAML text (read through a file, as the CLI reads it)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(text)
+        return load_config(path)
 
 
 if __name__ == "__main__":

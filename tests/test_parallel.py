@@ -196,9 +196,10 @@ def digits():
 def load_config_text(text: str):
     import tempfile
 
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        handle.write(text)
-    return load_config(handle.name)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(text)
+        return load_config(path)
 
 
 def test_fused_epochs_equal_the_per_step_loop(tmp_path: Path, digits) -> None:

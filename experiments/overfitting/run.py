@@ -136,33 +136,31 @@ def write_results(results: dict, wall: float, out: Path, quick: bool) -> None:
     (out / "results.md").write_text("\n".join(lines))
 
 
+def _paired(ax, sizes, rows, variant: str, solid: tuple[str, str], dashed: tuple[str, str]):
+    """Two curves of one variant in one colour: ``solid`` (key, label) with dots, ``dashed``
+    with crosses."""
+    line = ax.plot(sizes, [r[solid[0]] for r in rows], marker="o", label=f"{variant}: {solid[1]}")[
+        0
+    ]
+    ax.plot(
+        sizes,
+        [r[dashed[0]] for r in rows],
+        marker="x",
+        linestyle="--",
+        color=line.get_color(),
+        label=f"{variant}: {dashed[1]}",
+    )
+
+
 def plot_learning_curves(results: dict, path: Path) -> None:
     fig = figure(9.0, 3.8)
     loss_ax, acc_ax = fig.subplots(1, 2)
     for variant, rows in results["variants"].items():
         sizes = [r["train_examples"] for r in rows]
-        line = loss_ax.plot(
-            sizes, [r["final_validation_loss"] for r in rows], marker="o", label=f"{variant}: final"
-        )[0]
-        loss_ax.plot(
-            sizes,
-            [r["best_validation_loss"] for r in rows],
-            marker="x",
-            linestyle="--",
-            color=line.get_color(),
-            label=f"{variant}: best",
-        )
-        line = acc_ax.plot(
-            sizes, [r["test_accuracy"] for r in rows], marker="o", label=f"{variant}: test"
-        )[0]
-        acc_ax.plot(
-            sizes,
-            [r["final_train_accuracy"] for r in rows],
-            marker="x",
-            linestyle="--",
-            color=line.get_color(),
-            label=f"{variant}: train",
-        )
+        _paired(loss_ax, sizes, rows, variant, ("final_validation_loss", "final"),
+                ("best_validation_loss", "best"))  # fmt: skip
+        _paired(acc_ax, sizes, rows, variant, ("test_accuracy", "test"),
+                ("final_train_accuracy", "train"))  # fmt: skip
     loss_ax.set_xlabel("training examples")
     loss_ax.set_ylabel("validation loss")
     loss_ax.set_yscale("log")

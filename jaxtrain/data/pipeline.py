@@ -27,10 +27,7 @@ class _Gather:
     def __call__(self, indices: np.ndarray) -> Batch:
         index, count = self._shard
         rows = len(indices) // count
-        indices = indices[index * rows : (index + 1) * rows]
-        batch = {"inputs": self._split.inputs[indices], "labels": self._split.labels[indices]}
-        if self._split.weights is not None:
-            batch["weights"] = self._split.weights[indices]
+        batch = self._split.batch(indices[index * rows : (index + 1) * rows])
         if self._devices:
             batch = {
                 key: value.reshape(self._devices, rows // self._devices, *value.shape[1:])

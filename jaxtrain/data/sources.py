@@ -42,6 +42,14 @@ class ArraySplit:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def batch(self, rows=slice(None)) -> dict[str, np.ndarray]:
+        """The examples at ``rows`` (indices or a slice; default all) as a batch dict:
+        ``inputs``, ``labels`` and, when the split has them, ``weights``."""
+        batch = {"inputs": self.inputs[rows], "labels": self.labels[rows]}
+        if self.weights is not None:
+            batch["weights"] = self.weights[rows]
+        return batch
+
 
 @dataclass(frozen=True)
 class RawDataset:

@@ -205,11 +205,7 @@ def _advance_fn(config, pieces, placement, iterator):
             step_fn,
         )
     fused = placement.compile(make_fused_steps(step_fn))
-    split = pieces.data.splits["train"]
-    arrays = {"inputs": split.inputs, "labels": split.labels}
-    if split.weights is not None:
-        arrays["weights"] = split.weights
-    on_device = placement.put_replicated(arrays)
+    on_device = placement.put_replicated(pieces.data.splits["train"].batch())
     index, processes = placement.process_shard
 
     def advance(state, count):
@@ -352,13 +348,8 @@ def _run(
     test = None
     if status == "finished":
         timed_steps = step - resumed_from - first_count
-        split = data.splits["train"]
-        sample = {  # one global batch for XLA's cost analysis of the plain step
-            "inputs": split.inputs[: config.data.batch_size],
-            "labels": split.labels[: config.data.batch_size],
-        }
-        if split.weights is not None:
-            sample["weights"] = split.weights[: config.data.batch_size]
+        # One global batch for XLA's cost analysis of the plain step.
+        sample = data.splits["train"].batch(slice(config.data.batch_size))
         cost = training_cost(
             # XLA's count of one plain step on the global batch (on one device, the very
             # program the per-step loop compiled: traced and compiled once).

@@ -110,16 +110,13 @@ class Placement:
         every process) is cut to this process's rows here."""
         if self.kind != "sharded":
             return batch
-        sharding = NamedSharding(self.mesh, P(AXIS))
-        if jax.process_count() == 1:
-            return jax.device_put(batch, sharding)
         index, count = self.process_shard
 
         def put(value):
-            if whole:
+            if whole and count > 1:
                 rows = len(value) // count
                 value = value[index * rows : (index + 1) * rows]
-            return jax.make_array_from_process_local_data(sharding, value)
+            return _put_local(value, NamedSharding(self.mesh, P(AXIS)))
 
         return jax.tree.map(put, batch)
 
@@ -130,10 +127,7 @@ class Placement:
             steps, size = indices.shape
             return indices.reshape(steps, self.width, size // self.width).transpose(1, 0, 2)
         if self.kind == "sharded":
-            sharding = NamedSharding(self.mesh, P(None, AXIS))
-            if jax.process_count() == 1:
-                return jax.device_put(indices, sharding)
-            return jax.make_array_from_process_local_data(sharding, indices)
+            return _put_local(indices, NamedSharding(self.mesh, P(None, AXIS)))
         return indices
 
     def put_replicated(self, arrays: Any) -> Any:
@@ -172,6 +166,13 @@ def build_placement(kind: str) -> Placement:
             )
         return Placement("none", 1)
     raise ConfigError(f"train.parallel: unknown placement {kind!r} (none, pmap or sharded)")
+
+
+def _put_local(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """This process's part of a global array sharded by ``sharding`` (one process: all of it)."""
+    if jax.process_count() == 1:
+        return jax.device_put(value, sharding)
+    return jax.make_array_from_process_local_data(sharding, value)
 
 
 def _first(tree: Any) -> Any:
