@@ -6,6 +6,8 @@ Models are tiny (one hidden layer of 16) so each distinct round compiles in seco
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -277,6 +279,18 @@ def test_secure_aggregation_sums_equal_plain_sums() -> None:
     )
 
 
+def test_weighted_aggregate_is_the_weighted_mean_numpy_computes() -> None:
+    updates = _updates()
+    weights = np.asarray([0.1, 0.2, 0.3, 0.15, 0.25], np.float32)
+    cohort = Cohort(jnp.arange(5), jnp.asarray(weights))
+    mean, _ = jax.jit(lambda u, c, k: aggregate(weighted(), u, c, k))(
+        updates, cohort, jax.random.key(0)
+    )
+    for name, leaf in updates.items():
+        expected = np.tensordot(weights.astype(np.float64), np.asarray(leaf, np.float64), 1)
+        np.testing.assert_allclose(mean[name], expected, rtol=1e-6, atol=1e-6)
+
+
 def test_dp_clipping_bounds_each_update() -> None:
     updates = _updates()
     norms = np.asarray(jax.vmap(optax.global_norm)(updates))
@@ -375,3 +389,18 @@ def test_experiment_runs_shortened(tmp_path) -> None:
     )
     assert {row["setting"] for row in rows} >= {"centralised", "FedAvg, IID"}
     assert (tmp_path / "results.md").is_file() and (tmp_path / "accuracy_vs_round.png").is_file()
+
+
+def test_round_benchmark_runs_and_prints_its_ratio() -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_federated.py")]
+        + ["--clients", "20", "--repeats", "1", "--block", "2"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout.splitlines()
+    assert out[0].startswith("20 clients")
+    assert re.fullmatch(r"round_vs_loop: \d+\.\d\d", out[-1])
+    gap = float(re.search(r"\|: (\S+)", next(x for x in out if x.startswith("max |"))).group(1))
+    assert gap < 0.05  # the same algorithm on the same data, only the shuffles differ

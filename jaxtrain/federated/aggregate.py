@@ -77,7 +77,17 @@ def weighted() -> Aggregator:
 
 def client_sum(messages: Tree) -> Tree:
     """The server's sum over the client axis, in the messages' own dtype (uint32 wraps)."""
-    return jax.tree.map(lambda x: jnp.sum(x, axis=0, dtype=x.dtype), messages)
+    return jax.tree.map(_sum_over_clients, messages)
+
+
+def _sum_over_clients(x: jax.Array) -> jax.Array:
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return jnp.sum(x, axis=0, dtype=x.dtype)
+    # A product with ones, not a reduce: XLA:CPU fuses ``sum(w * x, axis=0)`` into one
+    # reduction kernel that was 5x slower than this matrix-vector product (1.4 ms vs 0.27 ms
+    # for [100, 64, 64]), and it was the largest single cost of a round.
+    ones = jnp.ones(x.shape[:1], x.dtype)
+    return jnp.tensordot(ones, x, axes=1, precision=jax.lax.Precision.HIGHEST)
 
 
 def aggregate(
