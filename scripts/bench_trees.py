@@ -66,15 +66,17 @@ def bench(name: str) -> dict[str, float]:
         return fit_tree(xj, yj, key, num_classes=k, max_depth=MAX_DEPTH)
 
     def ours_forest():
-        return fit_forest(xj, yj, key, n_estimators=N_TREES, num_classes=k, max_depth=MAX_DEPTH,
-                          trees_per_step=1)
+        return fit_forest(
+            xj, yj, key, n_estimators=N_TREES, num_classes=k, max_depth=MAX_DEPTH, trees_per_step=1
+        )
 
     def sk_tree():
         return DecisionTreeClassifier(max_depth=MAX_DEPTH, random_state=0).fit(xt, yt)
 
     def sk_forest():
-        return RandomForestClassifier(N_TREES, max_depth=MAX_DEPTH, n_jobs=1,
-                                      random_state=0).fit(xt, yt)
+        return RandomForestClassifier(N_TREES, max_depth=MAX_DEPTH, n_jobs=1, random_state=0).fit(
+            xt, yt
+        )
 
     r = {"tree_compile": compile_time(ours_tree), "forest_compile": compile_time(ours_forest)}
     r["tree"], r["sk_tree"] = median_time(ours_tree, 15), median_time(sk_tree, 15)
@@ -87,10 +89,14 @@ def bench(name: str) -> dict[str, float]:
 
 
 def main() -> None:
-    print(f"jax {jax.__version__} on {jax.default_backend()}; tree: gini, max_depth={MAX_DEPTH}; "
-          f"forest: {N_TREES} trees, bootstrap, max_features=sqrt, max_depth={MAX_DEPTH}")
-    header = (f"{'dataset':14s} {'model':6s} {'ours ms':>9s} {'sklearn ms':>11s} {'ratio':>6s} "
-              f"{'compile s':>10s} {'acc ours':>9s} {'acc sk':>7s}")
+    print(
+        f"jax {jax.__version__} on {jax.default_backend()}; tree: gini, max_depth={MAX_DEPTH}; "
+        f"forest: {N_TREES} trees, bootstrap, max_features=sqrt, max_depth={MAX_DEPTH}"
+    )
+    header = (
+        f"{'dataset':14s} {'model':6s} {'ours ms':>9s} {'sklearn ms':>11s} {'ratio':>6s} "
+        f"{'compile s':>10s} {'acc ours':>9s} {'acc sk':>7s}"
+    )
     print(header)
     print("-" * len(header))
     tree_ratios, forest_ratios = [], []
@@ -99,9 +105,11 @@ def main() -> None:
         for model in ("tree", "forest"):
             ratio = r[model] / r[f"sk_{model}"]
             (tree_ratios if model == "tree" else forest_ratios).append(ratio)
-            print(f"{name:14s} {model:6s} {r[model] * 1e3:9.2f} {r[f'sk_{model}'] * 1e3:11.2f} "
-                  f"{ratio:6.2f} {r[f'{model}_compile']:10.2f} {r[f'{model}_acc']:9.3f} "
-                  f"{r[f'sk_{model}_acc']:7.3f}")
+            print(
+                f"{name:14s} {model:6s} {r[model] * 1e3:9.2f} {r[f'sk_{model}'] * 1e3:11.2f} "
+                f"{ratio:6.2f} {r[f'{model}_compile']:10.2f} {r[f'{model}_acc']:9.3f} "
+                f"{r[f'sk_{model}_acc']:7.3f}"
+            )
         print(f"{'':14s} (train shape {r['shape']})")
     geomean = lambda values: float(np.exp(np.mean(np.log(values))))  # noqa: E731
     print(f"forest_fit_vs_sklearn: {geomean(forest_ratios):.2f}")

@@ -87,9 +87,7 @@ def test_tree_grows_sklearns_tree(name, criterion, max_depth, min_leaf):
     assert reached.sum() == reference.tree_.node_count
     assert np.asarray(tree.n_node_samples)[leaves].min() >= min_leaf
     assert np.asarray(tree.depth)[reached].max() <= max_depth
-    np.testing.assert_allclose(
-        np.asarray(feature_importances(tree)).sum(), 1.0, rtol=1e-5
-    )
+    np.testing.assert_allclose(np.asarray(feature_importances(tree)).sum(), 1.0, rtol=1e-5)
 
 
 @pytest.mark.parametrize(("name", "criterion"), [("breast_cancer", "entropy"), ("digits", "gini")])
@@ -98,7 +96,11 @@ def test_shallow_tree_equals_sklearns_exactly(name, criterion):
     reference = DecisionTreeClassifier(criterion=criterion, max_depth=3, random_state=0)
     reference.fit(xt, yt)
     tree = fit_tree(
-        xt, yt, jax.random.key(0), num_classes=int(yt.max()) + 1, criterion=criterion,
+        xt,
+        yt,
+        jax.random.key(0),
+        num_classes=int(yt.max()) + 1,
+        criterion=criterion,
         max_depth=3,
     )
     np.testing.assert_array_equal(
@@ -118,11 +120,10 @@ def test_regression_tree_matches_sklearn_on_diabetes():
     xt, xe, yt, ye = split("diabetes")
     reference = DecisionTreeRegressor(max_depth=5, min_samples_leaf=5, random_state=0)
     reference.fit(xt, yt)
-    tree = fit_tree(
-        xt, yt, jax.random.key(0), task="regression", max_depth=5, min_samples_leaf=5
+    tree = fit_tree(xt, yt, jax.random.key(0), task="regression", max_depth=5, min_samples_leaf=5)
+    np.testing.assert_allclose(
+        np.asarray(predict_tree(tree, xt))[:, 0], reference.predict(xt), rtol=1e-4
     )
-    np.testing.assert_allclose(np.asarray(predict_tree(tree, xt))[:, 0], reference.predict(xt),
-                               rtol=1e-4)
     r2 = r2_score(ye, np.asarray(predict_tree(tree, xe))[:, 0])
     assert abs(r2 - reference.score(xe, ye)) < 0.01
     np.testing.assert_allclose(
@@ -137,8 +138,13 @@ def test_forest_accuracy_close_to_sklearn(name):
     xt, xe, yt, ye = split(name)
     reference = RandomForestClassifier(50, max_depth=10, random_state=0, n_jobs=1).fit(xt, yt)
     forest = fit_forest(
-        xt, yt, jax.random.key(0), n_estimators=50, num_classes=int(yt.max()) + 1,
-        max_depth=10, trees_per_step=1,
+        xt,
+        yt,
+        jax.random.key(0),
+        n_estimators=50,
+        num_classes=int(yt.max()) + 1,
+        max_depth=10,
+        trees_per_step=1,
     )
     assert forest.feature.shape[0] == 50
     accuracy = (np.asarray(predict_forest(forest, xe)).argmax(1) == ye).mean()
@@ -168,8 +174,8 @@ def test_ties_constant_features_and_zero_weights():
     rng = np.random.default_rng(0)
     x = np.stack(
         [
-            np.full(60, 3.0),                 # constant: never split on
-            rng.integers(0, 4, 60),           # heavy ties
+            np.full(60, 3.0),  # constant: never split on
+            rng.integers(0, 4, 60),  # heavy ties
             rng.normal(size=60),
         ],
         axis=1,
@@ -185,16 +191,18 @@ def test_ties_constant_features_and_zero_weights():
 
     # Examples of weight 0 are left out entirely: the tree scikit-learn fits to the rest.
     keep = np.arange(60) % 3 != 0
-    weighted = fit_tree(x, y, jax.random.key(0), keep.astype(np.float32), num_classes=2,
-                        max_depth=4)
+    weighted = fit_tree(
+        x, y, jax.random.key(0), keep.astype(np.float32), num_classes=2, max_depth=4
+    )
     subset = DecisionTreeClassifier(max_depth=4, random_state=0).fit(x[keep], y[keep])
     np.testing.assert_allclose(
         np.asarray(predict_tree(weighted, x)), subset.predict_proba(x), atol=1e-6
     )
 
     # Nothing varies: the root is a leaf predicting the class frequencies.
-    flat = fit_tree(np.ones((60, 3), np.float32), y, jax.random.key(0), ones, num_classes=2,
-                    max_depth=4)
+    flat = fit_tree(
+        np.ones((60, 3), np.float32), y, jax.random.key(0), ones, num_classes=2, max_depth=4
+    )
     assert used(flat)[0].sum() == 1
     np.testing.assert_allclose(np.asarray(predict_tree(flat, x[:1]))[0], np.bincount(y) / 60)
     assert np.asarray(feature_importances(flat)).sum() == 0
