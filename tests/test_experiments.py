@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import scipy.stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,3 +121,26 @@ def test_cost_quick_writes_every_family_and_the_scaling_plot(tmp_path):
     batch = results["scaling"]["batch"]
     assert batch[-1]["examples_per_s"] > batch[0]["examples_per_s"]  # bigger batches amortise
     assert (tmp_path / "scaling.png").is_file()
+
+
+def test_transfer_quick_tunes_both_arms_on_validation_and_pairs_the_seeds(tmp_path):
+    transfer = _load("transfer")
+    arguments = ["--part", "digits", "--quick", "--seeds", "0", "1", "--out", str(tmp_path)]
+    results = transfer.main([*arguments, "--settings", "scratch,full"])["digits"]
+    rows = {row["key"]: row for row in results["rows"]}
+    assert set(rows) == {"scratch", "full"}
+    for row in rows.values():  # each arm keeps the grid rate with the best mean validation
+        grid = row["grid"]
+        best = max(grid, key=lambda rate: grid[rate]["validation"])
+        assert grid[str(row["learning_rate"])]["validation"] == grid[best]["validation"]
+        assert len(grid) == 2 and len(row["accuracy"]) == 2
+    paired = results["paired"]
+    full, scratch = rows["full"]["accuracy"], rows["scratch"]["accuracy"]
+    expected = [f - s for f, s in zip(full, scratch, strict=True)]
+    assert paired["difference"] == pytest.approx(expected)
+    if len(set(expected)) > 1:  # scipy's paired t interval as the reference
+        interval = scipy.stats.ttest_rel(full, scratch).confidence_interval(0.95)
+        assert (paired["low"], paired["high"]) == pytest.approx(tuple(interval))
+    assert "Paired difference" in (tmp_path / "results.md").read_text()
+    with pytest.raises(SystemExit):
+        transfer.main([*arguments, "--settings", "full,head"])  # scratch missing

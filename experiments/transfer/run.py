@@ -1,13 +1,20 @@
 """Transfer learning: is a pretrained start worth it on little data? Two workflows.
 
-Run: ``.venv/bin/python experiments/transfer/run.py [--part digits|lm|all] [--seeds 0 1 2]
-[--quick] [--out DIR]`` (about 15 minutes on 2 shared CPU cores; ``--quick``: tiny models).
+Run: ``.venv/bin/python experiments/transfer/run.py [--part digits|lm|all]
+[--seeds 0 1 ... 7] [--settings scratch,full,...] [--quick] [--out DIR]`` (digits: about 20
+minutes on 2 shared CPU cores; ``--quick``: tiny models).
 
-(a) Digits: ``configs/transfer_digits_pretrain.yaml`` trains the CNN on digits 0-4; then
+(a) Digits: ``configs/transfer_digits_pretrain.yaml`` trains the CNN on digits 0-4 (with
+augmentation and dropout, for features that transfer); then
 ``configs/transfer_digits_finetune.yaml`` fine-tunes it on digits 5-9 with 20 training
-examples per class (100 in all), under several strategies, against the same model and
-optimizer trained from scratch on the same 100 examples (``transfer=null``). Each data seed
-draws other 20-per-class examples and other held-out splits (the same for every strategy).
+examples per class (100 in all), under several strategies, against the same model trained
+from scratch on the same 100 examples (``transfer=null``). Each data seed draws other
+20-per-class examples and other held-out splits (the same for every strategy). The two arms
+compared, from scratch and the fine-tune recipe (pretrained convolutions, new dense layers,
+everything training), each get the same learning-rate grid, and each picks its rate by mean
+validation accuracy over the seeds (validation loss breaks ties); the test split is only
+reported. The other strategies run at the config's rate. The comparison is paired: per seed,
+fine-tune minus scratch, with its mean and a 95% t interval.
 
 (b) Language model: ``configs/transfer_lm_pretrain.yaml`` pretrains a byte-level Transformer
 on ``pydoc_text``; ``configs/transfer_lm_finetune.yaml`` (every weight) and
@@ -40,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import jax  # noqa: E402
+import scipy.stats  # noqa: E402
 
 from jaxtrain.config import load_config  # noqa: E402
 from jaxtrain.runner import train  # noqa: E402
@@ -68,18 +76,30 @@ EXTRA: dict[str, list[str]] = {"digits": [], "lm": []}  # QUICK's entries with -
 SCRATCH_LM = ["transfer=null", "optimizer.learning_rate=0.003"]  # the pretraining rate
 DIGITS_SETTINGS = {  # key -> (label, overrides of transfer_digits_finetune.yaml)
     "scratch": ("from scratch (same model, same 100 examples)", ["transfer=null"]),
-    "head": ("pretrained, head only (Dense_1; the rest frozen)", ["transfer.train=head"]),
+    "full": ("pretrained convolutions, new dense layers, full fine-tune (the config)", []),
+    "full_dense": (
+        "pretrained convolutions and dense layer, new head, full fine-tune",
+        ["transfer.head=[Dense_1]"],
+    ),
+    "head": (
+        "pretrained, head only (Dense_1; the rest frozen)",
+        ["transfer.train=head", "transfer.head=[Dense_1]"],
+    ),
     "dense_head": (
         "pretrained convolutions frozen, new dense layers (Dense_0, Dense_1)",
-        ["transfer.train=head", "transfer.head=[Dense_0, Dense_1]"],
+        ["transfer.train=head"],
     ),
-    "full": ("pretrained, full fine-tune (the config)", []),
-    "llrd": ("pretrained, full fine-tune, layer-wise decay 0.5", ["transfer.layer_decay=0.5"]),
+    "llrd": (
+        "pretrained convolutions, new dense layers, layer-wise decay 0.5",
+        ["transfer.layer_decay=0.5"],
+    ),
     "gradual": (
-        "pretrained, gradual unfreezing (5 epochs per stage)",
+        "pretrained convolutions, new dense layers, gradual unfreezing (5 epochs per stage)",
         ["transfer.train=head", "transfer.unfreeze={epochs_per_stage: 5}"],
     ),
 }
+TUNED = ("scratch", "full")  # the two arms compared; each picks its rate on validation
+LEARNING_RATES = [0.001, 0.003, 0.01]  # the grid both arms get (--quick: two of them)
 
 
 def _run(config: Path, overrides: list[str], runs: Path) -> tuple[dict, float, Path]:
@@ -91,36 +111,92 @@ def _run(config: Path, overrides: list[str], runs: Path) -> tuple[dict, float, P
     return result.test, time.perf_counter() - started, result.run_dir
 
 
-def digits(seeds: Sequence[int], runs: Path) -> dict:
-    """Pretrain once, then every strategy on every data seed; test accuracy per run."""
+def digits(
+    seeds: Sequence[int], runs: Path, settings: Sequence[str] = tuple(DIGITS_SETTINGS)
+) -> dict:
+    """Pretrain once; every strategy on every data seed (the two compared arms at every rate
+    of the grid, each keeping the rate with the best mean validation accuracy); the paired
+    test-accuracy difference, fine-tune minus scratch, per seed."""
     test, seconds, pretrained = _run(DIGITS_PRETRAIN, [], runs)
     print(f"pretrained on digits 0-4: test accuracy {test['accuracy']:.4f} ({seconds:.0f} s)")
+    rates = LEARNING_RATES[:2] if EXTRA["digits"] else LEARNING_RATES
+    default_rate = load_config(DIGITS_FINETUNE).optimizer.learning_rate
     rows = []
-    for key, (label, overrides) in DIGITS_SETTINGS.items():
-        accuracies, times = [], []
-        for seed in seeds:
-            extra = [f"data.seed={seed}"]
-            if key != "scratch":
-                extra.append(f"transfer.init_from={pretrained}")
-            test, seconds, _ = _run(DIGITS_FINETUNE, [*overrides, *extra], runs)
-            accuracies.append(test["accuracy"])
-            times.append(seconds)
-            print(f"{label}, data seed {seed}: test accuracy {test['accuracy']:.4f}")
+    for key in settings:
+        label, overrides = DIGITS_SETTINGS[key]
+        source = [] if key == "scratch" else [f"transfer.init_from={pretrained}"]
+        grid = {}
+        for rate in rates if key in TUNED else [default_rate]:
+            runs_at = [
+                _digits_run([*overrides, *source, f"optimizer.learning_rate={rate}"], s, runs)
+                for s in seeds
+            ]
+            grid[rate] = runs_at
+            print(
+                f"{label}, learning rate {rate}: validation "
+                f"{statistics.fmean(r['validation'] for r in runs_at):.4f}, test "
+                f"{statistics.fmean(r['test'] for r in runs_at):.4f}"
+            )
+        rate = max(grid, key=lambda r: (_mean(grid[r], "validation"), -_mean(grid[r], "loss")))
+        chosen = grid[rate]
+        accuracies = [r["test"] for r in chosen]
         rows.append(
             {
                 "key": key,
                 "setting": label,
+                "learning_rate": rate,
+                "grid": {
+                    str(r): {
+                        "validation": _mean(g, "validation"),
+                        "validation_loss": _mean(g, "loss"),
+                        "test": _mean(g, "test"),
+                    }
+                    for r, g in grid.items()
+                },
+                "validation": [r["validation"] for r in chosen],
                 "accuracy": accuracies,
                 "mean": statistics.fmean(accuracies),
                 "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-                "wall_s": statistics.fmean(times),
+                "wall_s": _mean(chosen, "seconds"),
             }
         )
+    by_key = {row["key"]: row for row in rows}
+    differences = [
+        f - s
+        for f, s in zip(by_key["full"]["accuracy"], by_key["scratch"]["accuracy"], strict=True)
+    ]
     return {
         "pretrain_test_accuracy": _pretrain_accuracy(pretrained),
         "seeds": list(seeds),
+        "learning_rates": rates,
         "rows": rows,
+        "paired": {"difference": differences, **_interval(differences)},
     }
+
+
+def _digits_run(overrides: list[str], seed: int, runs: Path) -> dict:
+    test, seconds, run_dir = _run(DIGITS_FINETUNE, [*overrides, f"data.seed={seed}"], runs)
+    validation = json.loads((run_dir / "metrics.json").read_text())["validation"]
+    return {
+        "validation": validation["accuracy"],
+        "loss": validation["loss"],
+        "test": test["accuracy"],
+        "seconds": seconds,
+    }
+
+
+def _mean(runs: list[dict], key: str) -> float:
+    return statistics.fmean(r[key] for r in runs)
+
+
+def _interval(values: list[float]) -> dict:
+    """Mean and a two-sided 95% Student-t interval (the seeds as independent draws)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return {"mean": mean, "low": mean, "high": mean}
+    t = scipy.stats.t.ppf(0.975, len(values) - 1)
+    half = t * statistics.stdev(values) / len(values) ** 0.5
+    return {"mean": mean, "low": mean - half, "high": mean + half}
 
 
 def _pretrain_accuracy(run_dir: Path) -> float:
@@ -205,26 +281,47 @@ def write_results(results: dict, out: Path) -> None:
             "## (a) CNN: pretrain on digits 0-4, fine-tune on digits 5-9 (20 examples per class)",
             "",
             f"Pretrained model's test accuracy on digits 0-4: {d['pretrain_test_accuracy']:.4f}. "
-            f"Test accuracy on digits 5-9 (about 180 test images), mean ± std over data seeds "
-            f"{d['seeds']} (each seed: other 100 training examples and other held-out splits):",
+            f"Accuracy on digits 5-9 (about 135 validation and 180 test images), mean over "
+            f"data seeds {d['seeds']} (each seed: other 100 training examples and other "
+            f"held-out splits); test as mean ± std. The first two rows each picked their "
+            f"learning rate from {d['learning_rates']} by mean validation accuracy; the "
+            f"others ran at the config's rate:",
             "",
-            "| setting | test accuracy | per seed | wall time per run (s) |",
-            "|---|---|---|---|",
+            "| setting | learning rate | validation accuracy | test accuracy | test, per seed "
+            "| wall time per run (s) |",
+            "|---|---|---|---|---|---|",
         ]
         for row in d["rows"]:
             seeds = ", ".join(f"{a:.3f}" for a in row["accuracy"])
             lines.append(
-                f"| {row['setting']} | {row['mean']:.4f} ± {row['std']:.4f} | {seeds} | "
-                f"{row['wall_s']:.1f} |"
+                f"| {row['setting']} | {row['learning_rate']:g} | "
+                f"{statistics.fmean(row['validation']):.4f} | "
+                f"{row['mean']:.4f} ± {row['std']:.4f} | {seeds} | {row['wall_s']:.1f} |"
             )
-        scratch = next(r for r in d["rows"] if r["key"] == "scratch")["mean"]
-        best = max((r for r in d["rows"] if r["key"] != "scratch"), key=lambda r: r["mean"])
-        margin = 100 * (best["mean"] - scratch)
-        verdict = "beats" if margin > 0 else "does not beat"
+        tuned = [r for r in d["rows"] if r["key"] in TUNED]
         lines += [
             "",
-            f"Best pretrained strategy ({best['setting']}): {best['mean']:.4f}, which "
-            f"{verdict} training from scratch ({scratch:.4f}): {margin:+.1f} accuracy points.",
+            "The learning-rate grid of the two compared arms (means over the seeds):",
+            "",
+            "| setting | learning rate | validation accuracy | validation loss | test accuracy |",
+            "|---|---|---|---|---|",
+        ]
+        for row in tuned:
+            for rate, g in row["grid"].items():
+                picked = " (picked)" if float(rate) == row["learning_rate"] else ""
+                lines.append(
+                    f"| {row['key']} | {float(rate):g}{picked} | {g['validation']:.4f} | "
+                    f"{g['validation_loss']:.4f} | {g['test']:.4f} |"
+                )
+        paired = d["paired"]
+        points = ", ".join(f"{100 * x:+.1f}" for x in paired["difference"])
+        lines += [
+            "",
+            f"Paired difference, fine-tune recipe minus from scratch, test accuracy per seed "
+            f"(points): {points}; mean {100 * paired['mean']:+.2f} points, 95% t interval "
+            f"[{100 * paired['low']:+.2f}, {100 * paired['high']:+.2f}] "
+            f"({sum(x > 0 for x in paired['difference'])} of {len(paired['difference'])} "
+            f"seeds ahead, {sum(x < 0 for x in paired['difference'])} behind).",
             "",
         ]
     if "lm" in results:
@@ -274,10 +371,19 @@ def plot(results: dict, path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("digits", "lm", "all"), default="all")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
+    parser.add_argument(
+        "--settings",
+        type=lambda text: text.split(","),
+        default=list(DIGITS_SETTINGS),
+        help=f"digits strategies, comma-separated, from {','.join(DIGITS_SETTINGS)}",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny models (a smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / "experiments" / "transfer" / "results")
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.settings) - set(DIGITS_SETTINGS))
+    if unknown or not set(TUNED) <= set(args.settings):
+        parser.error(f"--settings: needs {', '.join(TUNED)}; unknown: {unknown or 'none'}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.quick:
         EXTRA.update(QUICK)
@@ -285,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     results = json.loads(previous.read_text()) if previous.is_file() else {}
     with tempfile.TemporaryDirectory() as runs:
         if args.part in ("digits", "all"):
-            results["digits"] = digits(args.seeds, Path(runs))
+            results["digits"] = digits(args.seeds, Path(runs), args.settings)
             plot(results, args.out / "digits_accuracy.png")
         if args.part in ("lm", "all"):
             results["lm"] = lm(Path(runs))
