@@ -151,11 +151,14 @@ def bare_mlp_flops(batch: int, steps: int) -> float:
     epoch = jax.jit(lambda w, x, y: jax.lax.scan(step, w, (x, y))[0])
     flops = cost.compiled_flops(step, weights, (inputs[0], targets[0]))
     trained = jax.block_until_ready(epoch(weights, inputs, targets))  # compiles
-    started = time.perf_counter()
-    for _ in range(EPOCHS):
-        trained = epoch(trained, inputs, targets)
-    jax.block_until_ready(trained)
-    return flops * steps * EPOCHS / (time.perf_counter() - started)
+    best = float("inf")
+    for _ in range(5):  # a ceiling: the best of five timings, as the peak takes its best
+        started = time.perf_counter()
+        for _ in range(EPOCHS):
+            trained = epoch(trained, inputs, targets)
+        jax.block_until_ready(trained)
+        best = min(best, time.perf_counter() - started)
+    return flops * steps * EPOCHS / best
 
 
 def torch_run(model_name: str, batch: int, data) -> float:
