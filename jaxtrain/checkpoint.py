@@ -1,15 +1,26 @@
-"""Orbax checkpoints: train state, data-iterator state and resolved config in one step folder.
+"""Orbax checkpoints for every verb: a state, the data-iterator position and JSON records in
+one step folder, each part covered by a digest, damaged steps set aside, older ones tried.
 
-Keeps the latest ``keep`` steps plus the best one by a validation metric; saves are
-asynchronous (the arrays are copied before ``save`` returns, the files are written behind).
-A step folder only counts once Orbax has committed it, so a half-written save is never
-restored.
+``train`` saves the train state, the grain iterator and the resolved config; ``sweep`` its
+population state, the best member and its records; ``federated`` the server state. All of
+them go through :class:`Checkpoints`, so all of them get the same guarantees:
+
+- a step folder only counts once Orbax has committed it (a half-written save is invisible);
+- every part that a restore reads (arrays, iterator position, JSON) has a SHA-256 digest
+  saved beside it, checked on restore: an edited or truncated part is a
+  :class:`CorruptCheckpoint`, never silently followed;
+- :meth:`Checkpoints.restore_latest_good` sets a damaged step aside (``<step>.damaged``,
+  ``<step>.damaged-2``, ...) and falls back to the newest intact one, and refuses to pretend a
+  run with damaged history has none.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +31,12 @@ import orbax.checkpoint as ocp
 
 from jaxtrain.config import CheckpointConfig
 
+STATE, DATA, CONFIG, INTEGRITY = "state", "data", "config", "integrity"
+DAMAGED = ".damaged"
+
 
 class CorruptCheckpoint(ValueError):
-    """A checkpoint folder whose files are unreadable or whose arrays fail their digest."""
+    """A checkpoint folder whose files are unreadable or whose parts fail their digest."""
 
 
 def state_digest(state: Any) -> str:
@@ -38,36 +52,48 @@ def state_digest(state: Any) -> str:
     return digest.hexdigest()
 
 
+def json_digest(value: Any) -> str:
+    """SHA-256 of a JSON value in canonical form (sorted keys)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 class Checkpoints:
-    """A run's ``checkpoints/`` folder. Metrics given to :meth:`save` rank the best step."""
+    """A ``checkpoints/`` folder: the latest ``config.keep`` steps, plus the best one by the
+    validation metric ``monitor`` (``mode`` "min" or "max") when a monitor is given.
+
+    :meth:`save` takes the state (any pytree), optionally a grain iterator, JSON records
+    (``records={"config": {...}}``) and more array trees (``arrays={"best": tree}``).
+    """
 
     directory: Path
 
     def __init__(
         self,
         directory: str | Path,
-        config: CheckpointConfig,
-        monitor: str = "accuracy",
+        config: CheckpointConfig | None = None,
+        monitor: str | None = None,
         mode: str = "max",
     ):
-        """``monitor`` names the validation metric that ranks steps; ``mode`` "min" or "max"."""
-        self.monitor = monitor
-        self.mode = mode
+        config = config or CheckpointConfig()
+        self.monitor, self.mode = monitor, mode
         policies = ocp.checkpoint_managers
-        best = policies.BestN(
-            get_metric_fn=self._score,
-            reverse=self.mode == "min",
-            n=1,
-            keep_checkpoints_without_metrics=False,
-        )
+        kept = [policies.LatestN(n=config.keep)]
+        best = {}
+        if monitor is not None:
+            kept.append(
+                policies.BestN(
+                    get_metric_fn=self._score,
+                    reverse=mode == "min",
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+            best = {"best_fn": self._score, "best_mode": mode}
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policies.AnyPreservationPolicy(
-                [policies.LatestN(n=config.keep), best]
-            ),
-            best_fn=self._score,
-            best_mode=self.mode,
+            preservation_policy=policies.AnyPreservationPolicy(kept),
             enable_async_checkpointing=config.async_save,
             create=True,
+            **best,
         )
         self.directory = Path(directory).absolute()
         self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -75,74 +101,143 @@ class Checkpoints:
     def _score(self, metrics: dict[str, float]) -> float:
         return float(metrics[self.monitor])
 
+    # -- saving --------------------------------------------------------------------------
     def save(
         self,
         step: int,
         state: Any,
-        data_iterator: grain.DatasetIterator,
-        config: dict[str, Any],
+        data_iterator: grain.DatasetIterator | None = None,
+        config: dict[str, Any] | None = None,
         metrics: dict[str, float] | None = None,
+        *,
+        records: Mapping[str, Any] | None = None,
+        arrays: Mapping[str, Any] | None = None,
     ) -> None:
-        """Save everything needed to resume at ``step``; ``metrics`` (validation) rank it."""
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(data_iterator),
-            config=ocp.args.JsonSave(config),
-            integrity=ocp.args.JsonSave({"state_sha256": state_digest(state)}),
-        )
-        self._manager.save(step, args=args, metrics=metrics)
+        """Save everything needed to resume at ``step``; ``metrics`` (validation) rank it.
 
+        ``state`` may be None when ``arrays`` or ``records`` hold everything. ``config`` is
+        stored as the JSON record ``config``; ``records`` are more JSON values and ``arrays``
+        more pytrees, each restorable by name."""
+        records = {**({CONFIG: config} if config is not None else {}), **(records or {})}
+        arrays = {**({STATE: state} if state is not None else {}), **(arrays or {})}
+        items: dict[str, Any] = {}
+        digests: dict[str, str] = {}
+        for name, tree in arrays.items():
+            items[name] = ocp.args.StandardSave(tree)
+            digests[f"{name}_sha256"] = state_digest(tree)
+        for name, value in records.items():
+            items[name] = ocp.args.JsonSave(value)
+            digests[f"{name}_sha256"] = json_digest(value)
+        if data_iterator is not None:
+            items[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
+            digests[f"{DATA}_sha256"] = json_digest(data_iterator.get_state())
+        items[INTEGRITY] = ocp.args.JsonSave(digests)
+        self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+
+    # -- restoring -----------------------------------------------------------------------
     def restore(
         self, step: int, like: Any, data_iterator: grain.DatasetIterator | None = None
     ) -> Any:
         """The state saved at ``step``, shaped like ``like``; sets ``data_iterator``'s position.
 
         Raises :class:`CorruptCheckpoint` (naming the step's folder) when the files cannot be
-        read or the arrays no longer match the digest written with them.
-        """
+        read or a part no longer matches the digest written with it."""
+        return self.restore_parts(step, {STATE: like}, data_iterator=data_iterator)[STATE]
+
+    def restore_parts(
+        self,
+        step: int,
+        arrays: Mapping[str, Any] | None = None,
+        records: Sequence[str] = (),
+        data_iterator: grain.DatasetIterator | None = None,
+    ) -> dict[str, Any]:
+        """The named parts of step ``step``: ``arrays`` maps names to trees shaped like the
+        saved ones, ``records`` names JSON records; each part is checked against its digest."""
         folder = self.directory / str(step)
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        items = {"state": ocp.args.StandardRestore(abstract)}
-        checked = (folder / "integrity").is_dir()  # checkpoints from before digests: unchecked
+        arrays = dict(arrays or {})
+        items: dict[str, Any] = {
+            name: ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, like))
+            for name, like in arrays.items()
+        }
+        items.update({name: ocp.args.JsonRestore() for name in records})
+        checked = (folder / INTEGRITY).is_dir()  # checkpoints from before digests: unchecked
         if checked:
-            items["integrity"] = ocp.args.JsonRestore()
+            items[INTEGRITY] = ocp.args.JsonRestore()
         if data_iterator is not None:
-            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+            items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as err:  # noqa: BLE001 - Orbax/TensorStore raise many types
-            raise CorruptCheckpoint(
-                f"{folder}: cannot be restored ({type(err).__name__}: {str(err)[:200]})"
-            ) from None
-        if checked and state_digest(restored.state) != restored.integrity["state_sha256"]:
-            raise CorruptCheckpoint(f"{folder}: its arrays do not match the digest saved with them")
-        return restored.state
+            raise CorruptCheckpoint(f"{folder}: cannot be restored ({_reason(err)})") from None
+        parts = {name: restored[name] for name in (*arrays, *records)}
+        if checked:
+            digests = restored[INTEGRITY]
+            found = {name: state_digest(parts[name]) for name in arrays}
+            found.update({name: json_digest(parts[name]) for name in records})
+            if data_iterator is not None:
+                found[DATA] = json_digest(data_iterator.get_state())
+            for name, value in found.items():
+                expected = digests.get(f"{name}_sha256")
+                if expected is not None and expected != value:
+                    what = "arrays" if name == STATE else f"'{name}' part"
+                    raise CorruptCheckpoint(
+                        f"{folder}: its {what} do not match the digest saved with them"
+                    )
+        return parts
 
     def restore_latest_good(
         self, like: Any, data_iterator: grain.DatasetIterator | None = None
     ) -> tuple[int | None, Any]:
-        """``(step, state)`` of the newest checkpoint that restores intact, trying older ones
-        when the newest is damaged (each skipped one is reported on stderr with its folder);
-        ``(None, like)`` when there is no checkpoint. Raises CorruptCheckpoint if all are bad."""
-        steps = sorted(self.all_steps(), reverse=True)
+        """``(step, state)`` of the newest checkpoint that restores intact (see
+        :meth:`latest_good`); ``(None, like)`` when the folder never held one."""
+        step, parts = self.latest_good({STATE: like}, data_iterator=data_iterator)
+        return step, (like if step is None else parts[STATE])
+
+    def latest_good(
+        self,
+        arrays: Mapping[str, Any],
+        records: Sequence[str] = (),
+        data_iterator: grain.DatasetIterator | None = None,
+    ) -> tuple[int | None, dict[str, Any]]:
+        """``(step, parts)`` of the newest checkpoint whose parts restore intact, trying
+        older ones when the newest is damaged: each damaged step is moved aside (kept for
+        inspection, so training can save that step anew) and reported on stderr. ``(None,
+        {})`` when there is no checkpoint and never was; :class:`CorruptCheckpoint` when
+        checkpoints exist (or were set aside before) but none restores."""
         problems = []
-        for step in steps:
+        for step in sorted(self.all_steps(), reverse=True):
             try:
-                return step, self.restore(step, like, data_iterator)
+                return step, self.restore_parts(step, arrays, records, data_iterator)
             except CorruptCheckpoint as err:
                 problems.append(str(err))
-                # Set aside, not deleted (for inspection), so training can save this step anew.
-                aside = self.directory / f"{step}.damaged"
-                (self.directory / str(step)).rename(aside)
-                self._manager.reload()
+                aside = self._set_aside(step)
                 print(
                     f"jaxtrain: warning: {err}; moved to {aside.name}, trying an older checkpoint",
                     file=sys.stderr,
                 )
-        if problems:
-            raise CorruptCheckpoint("no checkpoint restores intact: " + "; ".join(problems))
-        return None, like
+        earlier = sorted(p.name for p in self.directory.glob(f"*{DAMAGED}*"))
+        if problems or earlier:
+            found = "; ".join(problems) or f"earlier ones were set aside: {', '.join(earlier)}"
+            raise CorruptCheckpoint(
+                f"{self.directory}: no checkpoint restores intact ({found}). The run cannot "
+                "continue from where it stopped; start a new run (or move the damaged folders "
+                "out of checkpoints/ to restart this one from step 0)"
+            )
+        return None, {}
 
+    def _set_aside(self, step: int) -> Path:
+        """Rename the step's folder to the first free ``<step>.damaged[-k]``."""
+        source = self.directory / str(step)
+        aside = self.directory / f"{step}{DAMAGED}"
+        k = 1
+        while aside.exists():
+            k += 1
+            aside = self.directory / f"{step}{DAMAGED}-{k}"
+        source.rename(aside)
+        self._manager.reload()
+        return aside
+
+    # -- queries -------------------------------------------------------------------------
     def metrics(self, step: int) -> dict[str, float] | None:
         return self._manager.metrics(step)
 
@@ -162,3 +257,20 @@ class Checkpoints:
 
     def close(self) -> None:
         self._manager.close()
+
+    def __enter__(self) -> Checkpoints:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _reason(err: Exception) -> str:
+    """One readable line for an Orbax/TensorStore error: its first line, without object
+    reprs (``<bound method ...>``), cut at a word boundary."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = re.sub(r"<[^<>]*(?:bound method|object at|function)[^<>]*>?", "", text)
+    text = re.sub(r"\s+", " ", text).strip(" :;,")
+    if len(text) > 160:
+        text = text[:160].rsplit(" ", 1)[0] + " ..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

@@ -1,4 +1,5 @@
-"""The command line: train, eval, generate, sweep, federated, learning-curve (exit 2: mistakes)."""
+"""The command line: train, eval, report, generate, sweep, federated, learning-curve (exit 2:
+mistakes)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,19 @@ def _parser() -> argparse.ArgumentParser:
         help="run the first N steps twice, compare parameter digests, exit 0 if equal (no run)",
     )
 
+    train.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip the analysis stage (plots, report.md); `jaxtrain report RUN_DIR` runs it later",
+    )
+
     evaluate = verbs.add_parser("eval", help="re-evaluate a run's best checkpoint")
     evaluate.add_argument("run_dir")
+
+    report = verbs.add_parser(
+        "report", help="re-run a finished run's analysis stage: plots, metrics.json, report.md"
+    )
+    report.add_argument("run_dir")
 
     federated = verbs.add_parser(
         "federated", help="simulate federated training of a config's federated: section"
@@ -78,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxtrain.compilation_cache import enable_compilation_cache
     from jaxtrain.config import ConfigError
     from jaxtrain.data import DatasetError
+    from jaxtrain.files import DamagedFile
     from jaxtrain.runner import (
         RunError,
         check_determinism,
@@ -85,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         federated_run,
         generate_text,
         learning_curve_run,
+        report_run,
         sweep_run,
         train,
     )
@@ -106,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs_dir=args.runs_dir,
                 resume=args.resume,
                 progress=not args.no_progress,
+                report=not args.no_report,
             )
             if result.status == "stopped":
                 print(
@@ -173,10 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     seed=args.seed,
                 )
             )
+        elif args.verb == "report":
+            print(f"report: {report_run(args.run_dir)}")
         else:
             result = evaluate_run(args.run_dir)
             print(json.dumps({"step": result["step"], **_headline(result["test"])}))
-    except (ConfigError, DatasetError, RunError, CorruptCheckpoint) as err:
+    except (ConfigError, DatasetError, RunError, CorruptCheckpoint, DamagedFile) as err:
         print(f"jaxtrain: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteError as err:  # not the user's typo, but a clear end all the same

@@ -10,7 +10,6 @@ would still help.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ import numpy as np
 
 from jaxtrain.config import Config
 from jaxtrain.data import ArraySplit, DatasetError, PreparedData, stratified_split
+from jaxtrain.files import read_json, write_json
+from jaxtrain.logging.outputs import RunOutputs
 from jaxtrain.logging.plots import plot_learning_curve_sizes
 from jaxtrain.train import train_and_evaluate
 
@@ -60,7 +61,7 @@ def learning_curve(
         child = run_dir / f"fraction_{fraction:g}"
         child.mkdir()
         result = train_and_evaluate(config, child, data=subset, progress=progress)
-        summary = json.loads((child / "metrics.json").read_text())
+        summary = read_json(child / "metrics.json", "metrics.json")
         train_metrics = _final_train_metrics(child)
         rows.append(
             {
@@ -74,15 +75,15 @@ def learning_curve(
             }
         )
     sizes = [row["train_examples"] for row in rows]
-    plot = plot_learning_curve_sizes(
+    plot_learning_curve_sizes(
         sizes,
         {split: [row[split] for row in rows] for split in ("train", "validation")},
         monitor,
         run_dir / "learning_curve.png",
     )
     result = {"metric": monitor, "rows": rows, "verdict": _verdict(rows, monitor)}
-    (run_dir / "learning_curve.json").write_text(json.dumps(result, indent=2))
-    _write_report(run_dir, config.name, result, plot.name)
+    write_json(run_dir / "learning_curve.json", result)
+    write_curve_report(run_dir, config.name, result)
     return result
 
 
@@ -112,20 +113,27 @@ def _verdict(rows: list[dict], metric: str) -> str:
     )
 
 
-def _write_report(run_dir: Path, name: str, result: dict, plot: str) -> None:
+def write_curve_report(run_dir: Path, name: str, result: dict) -> Path | None:
+    """``report.md`` of a learning curve (through the run's one writer)."""
     metric = result["metric"]
-    lines = [
-        f"# Learning curve: {name}",
-        "",
+    table = [
         f"| fraction | training examples | train {metric} | validation {metric} | "
         f"test {metric} | diagnosis |",
         "|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         train = "n/a" if row["train"] is None else f"{row['train']:.4f}"
-        lines.append(
+        table.append(
             f"| {row['fraction']:g} | {row['train_examples']} | {train} | "
             f"{row['validation']:.4f} | {row['test']:.4f} | {row['diagnosis']} |"
         )
-    lines += ["", f"**Verdict**: {result['verdict']}", "", f"![learning curve]({plot})", ""]
-    (run_dir / "report.md").write_text("\n".join(lines))
+    return RunOutputs(run_dir).report(
+        {
+            "name": f"{name} (learning curve)",
+            "sections": {
+                "Points (one run each, in its fraction_* folder)": table,
+                "Verdict": [result["verdict"]],
+            },
+            "plots": {"learning_curve": "learning_curve.png"},
+        }
+    )

@@ -32,6 +32,7 @@ import math
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -139,9 +140,8 @@ def main() -> None:
     # (c) loop over clients calling the jitted per-client local training
     local_train = jax.jit(
         make_local_train(
-            pieces.model,
+            partial(make_train_step, pieces.model, tx, pieces.task),
             tx,
-            pieces.task,
             padded_size=clients.inputs.shape[1],
             batch_size=batch_size,
             local_epochs=1,

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -182,7 +183,9 @@ def test_unequal_clients_are_weighted_exactly(tmp_path, digits) -> None:
     parts = [np.arange(0, 3), np.arange(3, 10), np.arange(10, 22)]
     clients = pack_clients(train, parts, batch_size=12)
     assert clients.inputs.shape[1] == 12
-    local = make_local_train(model, tx, task, padded_size=12, batch_size=12, local_epochs=2)
+    local = make_local_train(
+        partial(make_train_step, model, tx, task), tx, padded_size=12, batch_size=12, local_epochs=2
+    )
     keys = jax.random.split(jax.random.key(0), 3)
     data = Client(jnp.asarray(clients.inputs), jnp.asarray(clients.labels), clients.sizes)
     result = jax.jit(jax.vmap(local, in_axes=(None, None, 0, 0)))(init.params, {}, data, keys)
@@ -217,7 +220,13 @@ def test_padding_does_not_change_a_clients_training(tmp_path, digits) -> None:
     for padded in (8, 16):
         packed = pack_clients(train, [np.arange(7), np.arange(7, 23)][: padded // 8], 4)
         client = Client(packed.inputs[0], packed.labels[0], packed.sizes[0])
-        local = make_local_train(model, tx, task, padded_size=padded, batch_size=4, local_epochs=3)
+        local = make_local_train(
+            partial(make_train_step, model, tx, task),
+            tx,
+            padded_size=padded,
+            batch_size=4,
+            local_epochs=3,
+        )
         results.append(jax.jit(local)(params, {}, client, key))
     np.testing.assert_array_equal([r.steps for r in results], [6, 6])
     _allclose(results[0].params, results[1].params, rtol=1e-6, atol=1e-7)
@@ -234,7 +243,12 @@ def test_fedprox_with_mu_zero_equals_fedavg_and_mu_pulls_towards_global(tmp_path
 
     def train_with(mu: float):
         local = make_local_train(
-            model, tx, task, padded_size=40, batch_size=8, local_steps=5, mu=mu
+            partial(make_train_step, model, tx, task),
+            tx,
+            padded_size=40,
+            batch_size=8,
+            local_steps=5,
+            mu=mu,
         )
         return jax.jit(local)(params, {}, client, jax.random.key(2)).params
 

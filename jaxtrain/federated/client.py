@@ -1,10 +1,14 @@
-"""Local training of one client: a ``lax.scan`` of the ordinary train step, exact on padding.
+"""Local training of one client: a scan of the one train step, exact on padding.
 
 ``make_local_train`` returns a pure ``local_train`` for *one* client; a round runs
-``jax.vmap(local_train)`` over the sampled clients. Every client scans the same number of
-steps (so the vmap has one shape); steps past a client's own count leave its state untouched,
-and each batch's padding rows get weight 0 while the real rows are reweighted to a mean over
-themselves, so a client with 7 examples trains exactly as it would alone.
+``jax.vmap(local_train)`` over the sampled clients. A client's training is
+:func:`jaxtrain.train.scan.scan_steps` of the run's own ``train_step`` (so label smoothing,
+augmentation, precision, micro-batches and penalties act exactly as in ``jaxtrain train``)
+over a plan of its padded data: every client scans the same number of steps (one shape for
+the vmap), steps past a client's own count are inactive (state untouched), and each batch's
+padding rows get weight 0 while the real rows are reweighted to a mean over themselves, so a
+client with 7 examples trains exactly as it would alone. FedProx and SCAFFOLD change the
+objective through the step's ``loss_hook``, not through a second update rule.
 """
 
 from __future__ import annotations
@@ -13,14 +17,12 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from jaxtrain.train.scan import scan_steps
 from jaxtrain.train.state import TrainState
-from jaxtrain.train.step import Penalty, make_loss_fn
-from jaxtrain.train.tasks import Task
 
 Params = Any
 UNROLL = 4  # local steps unrolled per scan iteration: fewer, fused kernels per step
@@ -37,11 +39,13 @@ class LocalResult(NamedTuple):
 
 
 class Client(NamedTuple):
-    """One client's padded data: ``inputs`` [L, ...], ``labels`` [L, ...], ``size`` i32[]."""
+    """One client's padded data: ``inputs`` [L, ...], ``labels`` [L, ...], ``size`` i32[],
+    and optionally per-example loss ``weights`` f32[L] (class weights, reweighing)."""
 
     inputs: jax.Array
     labels: jax.Array
     size: jax.Array
+    weights: jax.Array | None = None
 
 
 def num_local_steps(
@@ -59,54 +63,55 @@ def squared_distance(a: Params, b: Params) -> jax.Array:
     return sum(jnp.sum((x - y) ** 2) for x, y in pairs)
 
 
+def correction_term(correction: Params, params: Params) -> jax.Array:
+    """A term whose value is 0 and whose gradient in ``params`` is ``correction``:
+    ``<correction, params - stop_gradient(params)>`` (SCAFFOLD's ``c - c_i`` added to every
+    gradient, as a change of the objective)."""
+    pairs = zip(jax.tree.leaves(correction), jax.tree.leaves(params), strict=True)
+    return sum(jnp.vdot(c, p - jax.lax.stop_gradient(p)) for c, p in pairs)
+
+
 def make_local_train(
-    model: nn.Module,
+    make_step: Callable[..., Callable],
     tx: optax.GradientTransformation,
-    task: Task,
     *,
     padded_size: int,
     batch_size: int,
     local_epochs: int | None = None,
     local_steps: int | None = None,
     mu: float = 0.0,
-    penalty: Penalty | None = None,
 ) -> Callable[..., LocalResult]:
     """``local_train(params, model_state, client, key, correction=None) -> LocalResult``.
 
+    ``make_step(loss_hook=None) -> train_step`` builds the run's one step (see
+    :func:`jaxtrain.train.pieces.build_step`); ``tx`` is the optimizer it was built with.
     The client starts from the global ``params`` with a fresh ``tx`` state and trains on
     ``client`` (a :class:`Client` of length ``padded_size``, a multiple of ``batch_size``):
     ``local_epochs`` shuffled passes (``ceil(size / batch_size)`` batches each, the last one
-    partial) or exactly ``local_steps`` steps cycling through such passes. The objective is
-    ``make_loss_fn``'s (the one ``make_train_step`` differentiates) plus, when ``mu > 0``,
-    FedProx's ``mu / 2 * ||w - params||^2``; ``correction`` (a params-shaped tree, SCAFFOLD's
-    ``c - c_i``) is added to every gradient. ``key`` seeds the shuffles and dropout.
+    partial) or exactly ``local_steps`` steps cycling through such passes. With ``mu > 0``
+    the objective gains FedProx's ``mu / 2 * ||w - params||^2``; ``correction`` (a
+    params-shaped tree, SCAFFOLD's ``c - c_i``) is added to every gradient. ``key`` seeds the
+    shuffles, dropout and augmentation. The reported loss is the step's (hook terms left out).
     """
     if padded_size % batch_size:
         raise ValueError(f"padded_size {padded_size} is not a multiple of batch {batch_size}")
-    loss_fn = make_loss_fn(model, task, penalty)
     slots = padded_size // batch_size  # batch slots of one pass over the largest client
     total = num_local_steps(padded_size, batch_size, local_epochs, local_steps)
-
-    def objective(params, anchor, state, batch, rng):
-        loss, aux = loss_fn(params, state, batch, rng)
-        if mu:
-            loss = loss + 0.5 * mu * squared_distance(params, anchor)
-        return loss, aux
-
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
 
     def local_train(
         params: Params, model_state: Any, client: Client, key: jax.Array, correction=None
     ) -> LocalResult:
         shuffle_key, step_key = jax.random.split(key)
-        size = client.size
-        batches = jnp.maximum((size + batch_size - 1) // batch_size, 1)
-        positions = jnp.arange(padded_size)
-        # Every pass's order, drawn up front (at most one pass per step with local_steps).
-        passes = local_steps if local_steps is not None else (local_epochs or 1)
-        orders = jax.vmap(lambda e: _shuffled(jax.random.fold_in(shuffle_key, e), positions, size))(
-            jnp.arange(passes)
-        )
+
+        def hook(trained: Params) -> jax.Array:
+            term = jnp.zeros((), jnp.float32)
+            if mu:
+                term = term + 0.5 * mu * squared_distance(trained, params)
+            if correction is not None:
+                term = term + correction_term(correction, trained)
+            return term
+
+        step = make_step(loss_hook=hook if (mu or correction is not None) else None)
         state = TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
@@ -114,44 +119,47 @@ def make_local_train(
             model_state=model_state,
             rng=step_key,
         )
-
-        def step(state: TrainState, s: jax.Array):
-            if local_steps is None:  # pass e, slot b; slots past this client's batches idle
-                epoch, slot = s // slots, s % slots
-                active = (slot < batches) & (size > 0)
-            else:
-                epoch, slot = s // batches, s % batches
-                active = size > 0
-            rows = jax.lax.dynamic_slice(orders[epoch], (slot * batch_size,), (batch_size,))
-            real = slot * batch_size + jnp.arange(batch_size) < size
-            count = jnp.maximum(jnp.sum(real), 1)
-            batch = {
-                "inputs": client.inputs[rows],
-                "labels": client.labels[rows],
-                "weights": real.astype(jnp.float32) * (batch_size / count),
-            }
-            rng = jax.random.fold_in(state.rng, state.step)
-            (loss, (_, model_state)), grads = grad_fn(state.params, params, state, batch, rng)
-            if correction is not None:
-                grads = jax.tree.map(jnp.add, grads, correction)
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            trained = state.replace(
-                step=state.step + 1,
-                params=optax.apply_updates(state.params, updates),
-                opt_state=opt_state,
-                model_state=model_state,
-            )
-            state = jax.tree.map(lambda new, old: jnp.where(active, new, old), trained, state)
-            return state, (jnp.where(active, loss, 0.0), active)
-
-        state, (losses, active) = jax.lax.scan(
-            step, state, jnp.arange(total), unroll=min(total, UNROLL)
-        )
-        steps = jnp.sum(active.astype(jnp.int32))
-        loss = jnp.sum(losses) / jnp.maximum(steps, 1)
+        data = {"inputs": client.inputs, "labels": client.labels}
+        if client.weights is not None:
+            data["weights"] = client.weights
+        plan = _plan(shuffle_key, client.size, padded_size, batch_size, slots, total,
+                     local_epochs, local_steps)  # fmt: skip
+        state, metrics = scan_steps(step, state, data, plan, unroll=min(total, UNROLL))
+        steps = jnp.sum(plan["active"].astype(jnp.int32))
+        loss = jnp.sum(jnp.where(plan["active"], metrics["loss"], 0.0)) / jnp.maximum(steps, 1)
         return LocalResult(state.params, state.model_state, loss, steps)
 
     return local_train
+
+
+def _plan(key, size, padded_size, batch_size, slots, total, local_epochs, local_steps):
+    """The client's scan plan: ``rows`` i32[total, batch], ``weights`` f32[total, batch]
+    (0 on padding, ``batch / real rows`` on real ones) and ``active`` bool[total]."""
+    batches = jnp.maximum((size + batch_size - 1) // batch_size, 1)
+    positions = jnp.arange(padded_size)
+    # Every pass's order, drawn up front (at most one pass per step with local_steps).
+    passes = local_steps if local_steps is not None else (local_epochs or 1)
+    orders = jax.vmap(lambda e: _shuffled(jax.random.fold_in(key, e), positions, size))(
+        jnp.arange(passes)
+    )
+
+    def one(s):
+        if local_steps is None:  # pass e, slot b; slots past this client's batches idle
+            epoch, slot = s // slots, s % slots
+            active = (slot < batches) & (size > 0)
+        else:
+            epoch, slot = s // batches, s % batches
+            active = size > 0
+        rows = jax.lax.dynamic_slice(orders[epoch], (slot * batch_size,), (batch_size,))
+        real = slot * batch_size + jnp.arange(batch_size) < size
+        count = jnp.maximum(jnp.sum(real), 1)
+        return {
+            "rows": rows,
+            "weights": real.astype(jnp.float32) * (batch_size / count),
+            "active": active,
+        }
+
+    return jax.vmap(one)(jnp.arange(total))
 
 
 def _shuffled(key: jax.Array, positions: jax.Array, size: jax.Array) -> jax.Array:

@@ -23,15 +23,24 @@ SCHEMES = ("iid", "dirichlet", "shards")
 class ClientData:
     """Every client's examples, padded: ``inputs`` [N, L, ...], ``labels`` [N, L, ...] and
     ``sizes`` i32[N] (client ``k`` owns rows ``:sizes[k]``; the rest is zero padding).
-    ``L`` is a multiple of the local batch size, so every batch slice stays inside."""
+    ``L`` is a multiple of the local batch size, so every batch slice stays inside.
+    ``weights`` f32[N, L]: per-example loss weights when the training split has them."""
 
     inputs: np.ndarray
     labels: np.ndarray
     sizes: np.ndarray
+    weights: np.ndarray | None = None
 
     @property
     def num_clients(self) -> int:
         return int(self.sizes.shape[0])
+
+    def cohort(self, ids):
+        """The clients ``ids`` (i32[M]) as one batched :class:`Client` (leading axis M)."""
+        from jaxtrain.federated.client import Client
+
+        weights = None if self.weights is None else self.weights[ids]
+        return Client(self.inputs[ids], self.labels[ids], self.sizes[ids], weights)
 
 
 def partition_iid(num_examples: int, num_clients: int, seed: int) -> list[np.ndarray]:
@@ -121,10 +130,13 @@ def pack_clients(split: ArraySplit, parts: Sequence[np.ndarray], batch_size: int
     length = max(1, math.ceil(max(int(sizes.max()), 1) / batch_size)) * batch_size
     inputs = np.zeros((len(parts), length, *split.inputs.shape[1:]), split.inputs.dtype)
     labels = np.zeros((len(parts), length, *split.labels.shape[1:]), split.labels.dtype)
+    weights = None if split.weights is None else np.zeros((len(parts), length), np.float32)
     for k, part in enumerate(parts):
         inputs[k, : len(part)] = split.inputs[part]
         labels[k, : len(part)] = split.labels[part]
-    return ClientData(inputs, labels, sizes)
+        if weights is not None:
+            weights[k, : len(part)] = split.weights[part]
+    return ClientData(inputs, labels, sizes, weights)
 
 
 def describe(parts: Sequence[np.ndarray], labels: np.ndarray) -> dict[str, float | int]:

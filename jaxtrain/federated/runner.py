@@ -1,14 +1,17 @@
-"""``run_federated(config, run_dir, data)``: the host loop around the jitted round.
+"""``run_federated(config, run_dir, data)``: the one host loop around the jitted round.
 
-Thin like ``train/loop.py``: build the pieces, then per round call the one compiled program,
-log, evaluate the global model every ``federated.eval_every`` rounds, checkpoint the server
-state (Orbax), and at the end evaluate on test and write ``metrics.json``, plots and
-``report.md``.
+The same loop as ``jaxtrain train`` (:func:`jaxtrain.train.periodic.run_periodic`) with a
+round as its step: log every round, evaluate the global model every ``federated.eval_every``
+rounds, checkpoint the server state every ``federated.checkpoint_every`` (one
+:class:`jaxtrain.checkpoint.Checkpoints`, digests and fallback included), and at the end
+evaluate on test and write metrics.json, plots and report.md through the run's one writer.
 """
 
 from __future__ import annotations
 
-import json
+import functools
+import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +19,12 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
-from jaxtrain.config import Config, config_to_dict
+from jaxtrain.checkpoint import Checkpoints
+from jaxtrain.config import Config, ConfigError, config_to_dict
 from jaxtrain.config.federated import FederatedConfig
+from jaxtrain.config.verbs import check_verb
 from jaxtrain.data import PreparedData
 from jaxtrain.federated.client import make_local_train, num_local_steps
 from jaxtrain.federated.partition import ClientData, describe, pack_clients, partition
@@ -32,22 +36,18 @@ from jaxtrain.federated.server import (
     init_server_state,
     make_round,
 )
-from jaxtrain.logging import (
-    MetricWriter,
-    plot_confusion_matrix,
-    plot_learning_curves,
-    read_metrics,
-    truncate_after,
-    write_report,
-)
-from jaxtrain.models import build_model, build_penalty, is_fitted
+from jaxtrain.files import write_json
+from jaxtrain.logging import truncate_after
+from jaxtrain.logging.outputs import RunOutputs
+from jaxtrain.models import is_fitted
 from jaxtrain.train.callbacks import Callback, chain
 from jaxtrain.train.evaluate import evaluate, scalars
 from jaxtrain.train.loop import DATA_STATS_FILE
-from jaxtrain.train.optim import build_optimizer
-from jaxtrain.train.state import count_params, create_train_state
+from jaxtrain.train.periodic import Every, Halt, run_periodic
+from jaxtrain.train.pieces import Pieces, build_pieces, build_step
+from jaxtrain.train.post_run import analyse_run
 from jaxtrain.train.step import make_eval_step
-from jaxtrain.train.tasks import Task, task_for
+from jaxtrain.train.train_log import NonFiniteError
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -58,24 +58,26 @@ class FederatedPieces:
 
     data: PreparedData
     model: Any
-    task: Task
+    task: Any
     parts: list[np.ndarray]
     clients: ClientData  # on the device
     server: ServerState  # before round 1
     run_round: Any  # jitted (server, clients) -> (server, metrics)
     local_steps: int  # steps every client scans per round (idle ones masked)
+    pieces: Pieces | None = None  # the one step's pieces (model, optimizer, task, penalty)
 
 
 def federated_section(config: Config) -> FederatedConfig:
-    """``config.federated``, or a ValueError telling the user to add it."""
+    """``config.federated``, or a ConfigError telling the user to add it."""
     if config.federated is None:
-        raise ValueError("federated: the config has no federated section (see docs/federated.md)")
+        raise ConfigError("federated: the config has no federated section (see docs/federated.md)")
     return config.federated
 
 
 def check_federated(config: Config, data: PreparedData) -> None:
     """The cheap checks of :func:`build_federated`, for a runner to call before it creates a
     run directory: a ValueError names the config key at fault."""
+    check_verb(config, "federated")
     _partition(config, data)
 
 
@@ -95,28 +97,25 @@ def _partition(config: Config, data: PreparedData) -> list[np.ndarray]:
 
 def build_federated(config: Config, data: PreparedData) -> FederatedPieces:
     """Partition, model, client and server optimizers, the initial server state and the jitted
-    round for ``config``. ValueErrors name the config key at fault."""
+    round for ``config``. Clients train with the run's one step (:func:`build_step`).
+    ValueErrors name the config key at fault."""
     fed = federated_section(config)
+    check_verb(config, "federated")
     parts = _partition(config, data)
-    train = data.splits["train"]
     batch_size = fed.batch_size or config.data.batch_size
-    clients = pack_clients(train, parts, batch_size)
-    padded = clients.inputs.shape[1]
+    largest = max(max(len(p) for p in parts), 1)
+    padded = max(1, math.ceil(largest / batch_size)) * batch_size  # pack_clients' length
     steps = num_local_steps(padded, batch_size, fed.local_epochs, fed.local_steps)
-    model = build_model(config.model, data.num_outputs, data.input_shape)
-    task = task_for(data)
-    tx = build_optimizer(config.optimizer, steps)  # the client schedule spans one round
-    initial = create_train_state(model, tx, data.input_shape, config.seed, train.inputs.dtype)
+    pieces = build_pieces(config, data, steps=steps)  # the client schedule spans one round
+    clients = pack_clients(pieces.data.splits["train"], parts, batch_size)
     local_train = make_local_train(
-        model,
-        tx,
-        task,
+        functools.partial(build_step, config, pieces),
+        pieces.tx,
         padded_size=padded,
         batch_size=batch_size,
         local_epochs=fed.local_epochs,
         local_steps=fed.local_steps,
         mu=fed.mu if fed.algorithm == "fedprox" else 0.0,
-        penalty=build_penalty(config.model),
     )
     server_tx = build_server_optimizer(fed.server_optimizer)
     scaffold = fed.algorithm == "scaffold"
@@ -128,12 +127,13 @@ def build_federated(config: Config, data: PreparedData) -> FederatedPieces:
         size_weighted=fed.dp is None,
         scaffold_learning_rate=config.optimizer.learning_rate if scaffold else None,
     )
+    initial = pieces.state
     server = init_server_state(
         initial.params, initial.model_state, server_tx, fed.num_clients, fed.seed, scaffold
     )
-    return FederatedPieces(
-        data, model, task, parts, jax.device_put(clients), server, jax.jit(run_round), steps
-    )
+    return FederatedPieces(pieces.data, pieces.model, pieces.task, parts,
+                           jax.device_put(clients), server, jax.jit(run_round), steps,
+                           pieces)  # fmt: skip
 
 
 def run_federated(
@@ -144,191 +144,199 @@ def run_federated(
     resume: bool = False,
     progress: bool = True,
     callbacks: tuple[Callback, ...] = (),
+    report: bool = True,
 ) -> dict[str, Any]:
     """Run ``config.federated.rounds`` rounds in ``run_dir`` (which must exist).
 
     Every round is logged (``train`` records: the clients' mean local ``loss``, ``loss_std``,
     ``update_norm``, ``epsilon`` with dp); the server state is checkpointed every
     ``checkpoint_every`` rounds and the global model evaluated on validation every
-    ``eval_every`` rounds, both also after the last. With ``resume`` the latest
+    ``eval_every`` rounds, both also after the last. With ``resume`` the newest intact
     checkpoint is restored and the run continues exactly (bitwise) as if never stopped; a
-    callback's ``on_step(round)`` may stop it early. Returns ``{"status": "finished" |
-    "stopped", "round", "rounds", "validation", "test", "epsilon", "run_dir", "server"}``
-    (``server``: the final :class:`ServerState`; ``test`` is None when stopped).
+    callback's ``on_step(round)`` may stop it early. A round whose loss is not finite stops
+    the run under ``train.nonfinite: stop`` and is counted under ``skip``. Returns
+    ``{"status": "finished" | "stopped", "round", "rounds", "validation", "test", "epsilon",
+    "run_dir", "server"}`` (``test`` is None when stopped).
     """
     run_dir = Path(run_dir)
     fed = federated_section(config)
     pieces = build_federated(config, data)
-    (run_dir / DATA_STATS_FILE).write_text(json.dumps(data.stats()))  # reused on resume
-    keep = config.train.checkpoint.keep
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, enable_async_checkpointing=config.train.checkpoint.async_save
-    )
-    manager = ocp.CheckpointManager((run_dir / CHECKPOINT_DIR).absolute(), options=options)
+    if not resume:
+        write_json(run_dir / DATA_STATS_FILE, data.stats())  # reused on resume
+    checkpoints = Checkpoints(run_dir / CHECKPOINT_DIR, config.train.checkpoint)
     try:
-        return _run(config, fed, run_dir, pieces, manager, resume, progress, chain(*callbacks))
+        return _run(config, fed, run_dir, pieces, checkpoints, resume, progress,
+                    chain(*callbacks), report)  # fmt: skip
     finally:
-        manager.close()
+        checkpoints.close()
 
 
-def _run(config, fed, run_dir, pieces, manager, resume, progress, callback) -> dict[str, Any]:
+def _run(config, fed, run_dir, pieces, checkpoints, resume, progress, callback, report):
     """The loop proper (see :func:`run_federated`)."""
-    server, data, task = pieces.server, pieces.data, pieces.task
+    data, task = pieces.data, pieces.task
     eval_step = jax.jit(make_eval_step(pieces.model, task))
     config_dict = config_to_dict(config)
-    resumed_from = 0
+    server, resumed_from = pieces.server, 0
     if resume:
-        latest = manager.latest_step()
-        if latest is not None:
-            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, server)
-            args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-            server = manager.restore(latest, args=args).state
-            resumed_from = latest
+        found, parts = checkpoints.latest_good({"state": server})
+        if found is not None:
+            server, resumed_from = parts["state"], found
         truncate_after(run_dir, resumed_from)
     sampling_rate = fed.clients_per_round / fed.num_clients
-    status, validation = "finished", {}
+    seen = {"validation": {}, "saved": None, "skipped": 0, "compile_s": 0.0}
     started = time.perf_counter()
-    compile_s = 0.0
-    round_ = resumed_from
+
+    def epsilon(rounds: int) -> float | None:
+        if fed.dp is None:
+            return None
+        return dp_epsilon(fed.dp.noise_multiplier, sampling_rate, rounds, fed.dp.delta)
+
+    def advance(server, count):
+        server, metrics = pieces.run_round(server, pieces.clients)
+        if not seen["compile_s"]:
+            jax.block_until_ready(metrics)
+            seen["compile_s"] = time.perf_counter() - started
+        return server, metrics
+
+    def log(round_, count, metrics):
+        logged = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not math.isfinite(logged["loss"]):
+            if config.train.nonfinite == "stop":
+                raise NonFiniteError(
+                    f"round {round_}: the clients' mean loss is not finite; lower "
+                    "optimizer.learning_rate, clip gradients or set train.nonfinite=skip"
+                )
+            seen["skipped"] += 1
+        if fed.dp is not None:
+            logged["epsilon"] = epsilon(round_)
+        outputs.log(round_, "train", logged)
+        bar.set_postfix(loss=f"{logged['loss']:.4f}")
+
+    def validate(round_, server):
+        seen["validation"] = evaluate(
+            eval_step, server, data.splits["validation"], config.data.eval_batch_size, task
+        )
+        outputs.log(round_, "validation", scalars(seen["validation"]))
+        if callback.on_eval(round_, seen["validation"]) and round_ < fed.rounds:
+            save(round_, server)
+            raise Halt("stopped")
+
+    def save(round_, server):
+        checkpoints.save(round_, server, config=config_dict)
+        seen["saved"] = round_
+
+    purge = resumed_from + 1 if resumed_from else None
     with (
-        MetricWriter(run_dir, purge_step=resumed_from + 1 if resumed_from else None) as writer,
+        RunOutputs(run_dir, purge_step=purge) as outputs,
         tqdm(
             total=fed.rounds,
-            initial=round_,
-            disable=None if progress else True,
+            initial=resumed_from,
             desc=config.name,
             unit="round",
-        ) as bar,
+            disable=None if progress else True,
+        ) as bar,  # fmt: skip
     ):
-        while round_ < fed.rounds:
-            server, metrics = pieces.run_round(server, pieces.clients)
-            round_ += 1
-            logged = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not compile_s:
-                compile_s = time.perf_counter() - started
-            if fed.dp is not None:
-                logged["epsilon"] = dp_epsilon(
-                    fed.dp.noise_multiplier, sampling_rate, round_, fed.dp.delta
-                )
-            writer.write(round_, "train", logged)
-            bar.set_postfix(loss=f"{logged['loss']:.4f}")
-            bar.update(1)
-            stop = False
-            if round_ % fed.eval_every == 0 or round_ == fed.rounds:
-                validation = evaluate(
-                    eval_step, server, data.splits["validation"], config.data.eval_batch_size, task
-                )
-                writer.write(round_, "validation", scalars(validation))
-                stop = callback.on_eval(round_, validation)
-            stop = callback.on_step(round_) or stop
-            if round_ % fed.checkpoint_every == 0 or round_ == fed.rounds or stop:
-                args = ocp.args.Composite(
-                    state=ocp.args.StandardSave(server), config=ocp.args.JsonSave(config_dict)
-                )
-                manager.save(round_, args=args)
-            if stop and round_ < fed.rounds:
-                status = "stopped"
-                break
-    manager.wait_until_finished()
-    seconds = time.perf_counter() - started
-    epsilon = None
-    if fed.dp is not None:
-        epsilon = dp_epsilon(fed.dp.noise_multiplier, sampling_rate, round_, fed.dp.delta)
-    result = {
-        "status": status,
-        "round": round_,
-        "rounds": fed.rounds,
-        "validation": validation,
-        "test": None,
-        "epsilon": epsilon,
-        "run_dir": str(run_dir),
-        "server": server,
-    }
-    if status == "finished":
+        outcome = run_periodic(
+            server,
+            resumed_from,
+            fed.rounds,
+            advance,
+            [Every(fed.eval_every, validate), Every(fed.checkpoint_every, save)],
+            sink=log,
+            should_stop=callback.on_step,
+            progress=lambda round_: bar.update(round_ - bar.n),
+        )
+        round_, server = outcome.step, outcome.state
+        if outcome.status == "stopped" and seen["saved"] != round_:
+            save(round_, server)
+        checkpoints.wait()
+        seconds = time.perf_counter() - started
+        result = {"status": outcome.status, "round": round_, "rounds": fed.rounds,
+                  "validation": seen["validation"], "test": None, "epsilon": epsilon(round_),
+                  "run_dir": str(run_dir), "server": server}  # fmt: skip
+        if outcome.status != "finished":
+            return result
+        if seen["skipped"]:
+            print(f"jaxtrain: warning: {seen['skipped']} round(s) had a non-finite loss "
+                  "(train.nonfinite=skip)", file=sys.stderr)  # fmt: skip
         test = evaluate(eval_step, server, data.splits["test"], config.data.eval_batch_size, task)
+        timed = round_ - resumed_from - 1
         training = {
             "rounds": round_,
             "steps": round_,
             "wall_time_s": seconds,
-            "compile_s": compile_s,
-            "rounds_per_s": (round_ - resumed_from - 1) / (seconds - compile_s)
-            if round_ - resumed_from > 1 and seconds > compile_s
+            "compile_s": seen["compile_s"],
+            "rounds_per_s": timed / (seconds - seen["compile_s"])
+            if timed > 0 and seconds > seen["compile_s"]
             else None,
             "resumed_from": resumed_from or None,
+            "skipped_nonfinite_rounds": seen["skipped"],
         }
-        _write_outputs(config, fed, run_dir, pieces, server, validation, test, training, epsilon)
+        summary = federated_summary(config, pieces, seen["validation"], test, training,
+                                    result["epsilon"])  # fmt: skip
+        outputs.summary(summary)
+        if report:
+            analyse_run(config, run_dir, pieces.pieces, server, outputs=outputs,
+                        with_cost=False, sections=report_sections(config, summary),
+                        curves=("loss", "accuracy", "epsilon"), core=summary)  # fmt: skip
         result["test"] = test
     return result
 
 
-def _write_outputs(config, fed, run_dir, pieces, server, validation, test, training, epsilon):
-    """metrics.json, learning curves (per round), the confusion matrix and report.md."""
-    data = pieces.data
-    partition_summary = describe(pieces.parts, data.splits["train"].labels)
-    privacy = None if fed.dp is None else {"epsilon": epsilon, "delta": fed.dp.delta}
-    summary = {
+def federated_summary(config, pieces, validation, test, training, epsilon) -> dict[str, Any]:
+    """The core metrics.json of a federated run (the analysis stage adds to it)."""
+    fed = config.federated
+    return {
         "name": config.name,
-        "task": data.task,
-        "algorithm": fed.algorithm,
+        "model": config.model.name,
+        "task": pieces.data.task,
+        "best_step": None,
+        "monitor": "the global model after the last round",
         "validation": validation,
         "test": test,
-        "privacy": privacy,
-        "partition": partition_summary,
+        "algorithm": fed.algorithm,
+        "privacy": None if fed.dp is None else {"epsilon": epsilon, "delta": fed.dp.delta},
+        "partition": describe(pieces.parts, pieces.data.splits["train"].labels),
+        "local_steps": pieces.local_steps,
         "training": training,
     }
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    records = read_metrics(run_dir)
-    plots = {}
-    if records:
-        plots["learning_curves"] = plot_learning_curves(
-            records, run_dir / "learning_curves.png", metrics=("loss", "accuracy", "epsilon")
-        ).name
-    if "confusion_matrix" in test:
-        plots["confusion_matrix"] = plot_confusion_matrix(
-            test["confusion_matrix"], data.class_names, run_dir / "confusion_matrix.png"
-        ).name
+
+
+def report_sections(config: Config, summary: dict[str, Any]) -> dict[str, list[str]]:
+    """The federated settings table of report.md (steps are rounds)."""
+    fed = config.federated
     server_opt = fed.server_optimizer
     settings = [
         ("algorithm", fed.algorithm),
         ("clients", f"{fed.num_clients} ({fed.partition} partition)"),
         ("clients per round", fed.clients_per_round),
-        ("local steps per round (largest client)", pieces.local_steps),
+        ("local steps per round (largest client)", summary.get("local_steps")),
         ("server optimizer", f"{server_opt.name}, learning rate {server_opt.learning_rate}"),
         ("secure aggregation", fed.secure_aggregation),
-        *[(f"partition {k.replace('_', ' ')}", v) for k, v in partition_summary.items()],
+        *[(f"partition {k.replace('_', ' ')}", v) for k, v in summary["partition"].items()],
     ]
-    if privacy is not None:
+    if fed.dp is not None:
+        privacy = summary["privacy"] or {}
         settings += [
             ("dp clip norm", fed.dp.clip_norm),
             ("dp noise multiplier", fed.dp.noise_multiplier),
-            (f"epsilon at delta={fed.dp.delta:g}", epsilon),
+            (f"epsilon at delta={fed.dp.delta:g}", privacy.get("epsilon")),
         ]
-    environment_file = run_dir / "environment.json"
-    write_report(
-        run_dir,
-        {
-            "name": config.name,
-            "config": config_to_dict(config),
-            "dataset": {
-                "name": data.name,
-                "num_classes": data.num_classes if data.task == "classification" else None,
-                "class_names": list(data.class_names),
-                "sizes": data.sizes(),
-            },
-            "model": {"name": config.model.name, "num_params": count_params(server.params)},
-            "training": {**training, "steps": training["rounds"]},
-            "validation": scalars(validation),
-            "test": test,
-            "sections": {
-                "Federated (steps are rounds)": [
-                    "| setting | value |",
-                    "|---|---|",
-                    *[f"| {k} | {v} |" for k, v in settings],
-                ]
-            },
-            "plots": plots,
-            "environment": json.loads(environment_file.read_text())
-            if environment_file.exists()
-            else {},
-        },
-    )
+    table = ["| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in settings]]
+    return {"Federated (steps are rounds)": table}
+
+
+def report_federated(config: Config, run_dir: Path, data: PreparedData) -> dict[str, Any]:
+    """The analysis stage of a finished federated run, re-run from its directory: the
+    server state of its last checkpoint, the core metrics.json it wrote."""
+    from jaxtrain.files import read_json
+
+    pieces = build_federated(config, data)
+    with Checkpoints(run_dir / CHECKPOINT_DIR, config.train.checkpoint) as checkpoints:
+        found, parts = checkpoints.latest_good({"state": pieces.server})
+    if found is None:
+        raise ConfigError(f"{run_dir / CHECKPOINT_DIR}: no checkpoint of the server state")
+    summary = read_json(run_dir / "metrics.json", "metrics.json")
+    return analyse_run(config, run_dir, pieces.pieces, parts["state"], with_cost=False,
+                       sections=report_sections(config, summary),
+                       curves=("loss", "accuracy", "epsilon"))  # fmt: skip

@@ -24,7 +24,7 @@ from jaxtrain.config.federated import (
     ServerYogiConfig,
 )
 from jaxtrain.federated.aggregate import Aggregator, Cohort, aggregate, chain, weighted
-from jaxtrain.federated.client import Client, LocalResult
+from jaxtrain.federated.client import LocalResult
 from jaxtrain.federated.partition import ClientData
 from jaxtrain.federated.privacy import clip_updates, gaussian_noise
 from jaxtrain.federated.secure import secure_aggregation
@@ -123,7 +123,7 @@ def make_round(
         key = jax.random.fold_in(server.rng, server.round)
         sample_key, train_key, aggregate_key = jax.random.split(key, 3)
         ids = jax.random.choice(sample_key, num_clients, (clients_per_round,), replace=False)
-        cohort_data = Client(clients.inputs[ids], clients.labels[ids], clients.sizes[ids])
+        cohort_data = clients.cohort(ids)
         keys = jax.vmap(lambda i: jax.random.fold_in(train_key, i))(ids)
         correction = None
         if scaffold:

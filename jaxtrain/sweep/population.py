@@ -18,6 +18,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxtrain.data import ArraySplit, eval_batches, train_batches
+from jaxtrain.train.scan import scan_steps
 from jaxtrain.train.state import TrainState, make_init
 
 AXIS = "members"
@@ -96,23 +97,22 @@ def make_population_train(
     train_step: Callable[[TrainState, dict], tuple[TrainState, dict]], length: int
 ) -> Callable:
     """``run(states, data_index, first, data) -> (states, metrics)``: ``length`` steps of every
-    member in one program, batches gathered on the device.
+    member in one program: a ``vmap`` over members of :func:`jaxtrain.train.scan.scan_steps`,
+    batches gathered on the device.
 
     states: a population [K]; data_index: i32[K] (which dataset each member trains on);
     first: i32[] the step the chunk starts at; data: ``inputs`` [D, n, ...], ``labels``
-    [D, n, ...], ``orders`` i32[D, steps, batch]. metrics: {name: f32[K, length]}.
+    [D, n, ...], optionally ``weights`` f32[D, n], and ``orders`` i32[D, steps, batch].
+    metrics: {name: f32[K, length]}.
     """
 
     def member_run(state, data_index, first, data):
-        def body(state, t):
-            rows = data["orders"][data_index, t]
-            batch = {
-                "inputs": data["inputs"][data_index][rows],
-                "labels": data["labels"][data_index][rows],
-            }
-            return train_step(state, batch)
-
-        return jax.lax.scan(body, state, first + jnp.arange(length))
+        examples = {k: v.reshape(-1, *v.shape[2:]) for k, v in data.items() if k != "orders"}
+        n = data["labels"].shape[1]
+        # Rows of the member's own dataset, as rows of all datasets laid end to end: one
+        # gather per step, no per-member copy of the data.
+        own = jax.lax.dynamic_slice_in_dim(data["orders"][data_index], first, length, axis=0)
+        return scan_steps(train_step, state, examples, {"rows": own + data_index * n})
 
     return jax.jit(jax.vmap(member_run, in_axes=(0, 0, None, None)), donate_argnums=0)
 

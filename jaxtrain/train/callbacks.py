@@ -120,24 +120,37 @@ class EarlyStopping:
         }
 
 
-class Plateau:
-    """Counts validations without improvement of a metric; ``stalled(step, metrics)`` is True
-    once every ``patience`` of them (then the count restarts). Host-side, like EarlyStopping;
-    the loop reacts by scaling the learning rate in the state."""
+class PlateauSchedule:
+    """``train.reduce_on_plateau`` by optax's rule (``optax.contrib.reduce_on_plateau``): after
+    every validation its pure update advances the plateau state with the monitored metric
+    (negated when higher is better); when optax lowers its scale, :meth:`update` returns the
+    factor by which the peak learning rate in the optimizer state is to be multiplied (so
+    checkpoints and resume carry the new rate). The floor ``min_learning_rate`` is optax's
+    ``min_scale`` relative to the starting rate. Host-side, like EarlyStopping; its counters
+    restart on ``--resume``."""
 
-    def __init__(self, monitor: str, mode: str, patience: int, min_delta: float):
-        self.monitor, self.sign = monitor, 1.0 if mode == "max" else -1.0
-        self.patience, self.min_delta = patience, min_delta
-        self.best: float | None = None
-        self.waited = 0
+    def __init__(self, config, monitor: str, mode: str, peak: float):
+        import jax.numpy as jnp
+        import numpy as np
+        import optax
 
-    def stalled(self, metrics: Mapping[str, float]) -> bool:
-        value = float(metrics[self.monitor])
-        if self.best is None or self.sign * (value - self.best) > self.min_delta:
-            self.best, self.waited = value, 0
-            return False
-        self.waited += 1
-        if self.waited >= self.patience:
-            self.waited = 0
-            return True
-        return False
+        self.monitor, self.sign = monitor, -1.0 if mode == "max" else 1.0
+        # optax improves when value < best - atol; with min_delta 0 the smallest positive
+        # float keeps the comparison strict (best - tiny rounds to best), as ours was.
+        self.rule = optax.contrib.reduce_on_plateau(
+            factor=config.factor,
+            patience=config.patience,
+            rtol=0.0,
+            atol=max(config.min_delta, float(np.finfo(np.float32).tiny)),
+            min_scale=config.min_learning_rate / peak if peak > 0 else 0.0,
+        )
+        self.state = self.rule.init(jnp.zeros((), jnp.float32))
+
+    def update(self, metrics: Mapping[str, float]) -> float:
+        """Feed one validation; returns the learning-rate factor (1.0: unchanged)."""
+        before = float(self.state.scale)
+        _, self.state = self.rule.update(
+            None, self.state, value=self.sign * float(metrics[self.monitor])
+        )
+        after = float(self.state.scale)
+        return after / before if before > 0 else 1.0

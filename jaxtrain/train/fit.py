@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 
 from jaxtrain.config import Config
 from jaxtrain.data import PreparedData
+from jaxtrain.files import read_json
 from jaxtrain.models import Linear, fit_least_squares
 from jaxtrain.models.trees import fit_forest, fit_tree, predict_forest, predict_tree
 from jaxtrain.train.evaluate import evaluate, predict
@@ -117,7 +118,6 @@ def fit_and_evaluate(config: Config, run_dir: str | Path, data: PreparedData) ->
     fitted arrays, write ``metrics.json``/``report.md``; returns the test metrics."""
     run_dir = Path(run_dir)
     family = fitted_family(config, data)
-    task = task_for(data)
     train = data.splits["train"]
     x, y = _flat(train.inputs), jnp.asarray(train.labels)
     fit = jax.jit(family.fit)
@@ -128,6 +128,29 @@ def fit_and_evaluate(config: Config, run_dir: str | Path, data: PreparedData) ->
     fitted = jax.block_until_ready(compiled(x, y, jax.random.key(config.seed)))
     fit_s = time.perf_counter() - started
     save_fitted(run_dir, fitted)
+    training = {
+        "steps": 1,
+        "compile_s": compile_s,
+        "fit_s": fit_s,
+        "wall_time_s": compile_s + fit_s,
+        "examples_per_s": len(train) / fit_s if fit_s > 0 else None,
+        "best_step": None,
+    }
+    return _write(config, run_dir, data, family, fitted, training)
+
+
+def report_fitted(config: Config, run_dir: Path, data: PreparedData) -> dict[str, Any]:
+    """The analysis stage of a fitted run, re-run from its directory (``jaxtrain report``):
+    the saved arrays evaluated again, with the timing the fit recorded in metrics.json."""
+    family = fitted_family(config, data)
+    fitted = _restore_fitted(family, config, run_dir, data)
+    training = read_json(Path(run_dir) / "metrics.json", "metrics.json")["training"]
+    return _write(config, run_dir, data, family, fitted, training)
+
+
+def _write(config, run_dir, data, family, fitted, training) -> dict[str, Any]:
+    """Validation and test metrics, outputs and report of a fitted pytree."""
+    task = task_for(data)
     eval_step = _eval_step(family, task)
     batch = config.data.eval_batch_size
     validation = evaluate(eval_step, fitted, data.splits["validation"], batch, task)
@@ -137,19 +160,12 @@ def fit_and_evaluate(config: Config, run_dir: str | Path, data: PreparedData) ->
     )
     write_outputs(
         config,
-        run_dir,
+        Path(run_dir),
         data,
         num_params=int(sum(np.size(leaf) for leaf in jax.tree.leaves(fitted))),
         validation=validation,
         test=test,
-        training={
-            "steps": 1,
-            "compile_s": compile_s,
-            "fit_s": fit_s,
-            "wall_time_s": compile_s + fit_s,
-            "examples_per_s": len(train) / fit_s if fit_s > 0 else None,
-            "best_step": None,
-        },
+        training=training,
         monitor="fitted once (no checkpoint selection)",
         test_outputs=predict(outputs, fitted, data.splits["test"], batch),
     )
@@ -167,10 +183,7 @@ def evaluate_fitted(config: Config, run_dir: Path, data: PreparedData) -> dict[s
     """Restore a fitted run's arrays and evaluate them on validation and test."""
     family = fitted_family(config, data)
     task = task_for(data)
-    with ocp.StandardCheckpointer() as checkpointer:
-        fitted = checkpointer.restore(
-            (run_dir / FITTED_DIR).absolute(), _abstract(family, data, config.seed)
-        )
+    fitted = _restore_fitted(family, config, run_dir, data)
     eval_step = _eval_step(family, task)
     batch, splits = config.data.eval_batch_size, data.splits
     return {
@@ -178,3 +191,10 @@ def evaluate_fitted(config: Config, run_dir: Path, data: PreparedData) -> dict[s
         "validation": evaluate(eval_step, fitted, splits["validation"], batch, task),
         "test": evaluate(eval_step, fitted, splits["test"], batch, task),
     }
+
+
+def _restore_fitted(family: FittedFamily, config: Config, run_dir: Path, data) -> Any:
+    with ocp.StandardCheckpointer() as checkpointer:
+        return checkpointer.restore(
+            (Path(run_dir) / FITTED_DIR).absolute(), _abstract(family, data, config.seed)
+        )

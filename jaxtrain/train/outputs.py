@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,8 @@ import numpy as np
 from jaxtrain.config import Config, config_to_dict
 from jaxtrain.data import PreparedData
 from jaxtrain.data.text import unigram_bits_per_byte
-from jaxtrain.logging import plot_confusion_matrix, plot_learning_curves, read_metrics, write_report
+from jaxtrain.logging import plot_confusion_matrix, plot_learning_curves, read_metrics
+from jaxtrain.logging.outputs import RunOutputs
 from jaxtrain.train.analysis import classification_analysis, regression_analysis
 from jaxtrain.train.diagnosis import diagnose
 from jaxtrain.train.evaluate import scalars
@@ -104,19 +104,28 @@ def write_outputs(
     test_outputs: np.ndarray | None = None,
     cost: dict[str, Any] | None = None,
     fairness: dict[str, Any] | None = None,
+    outputs: RunOutputs | None = None,
+    extra: dict[str, Any] | None = None,
+    sections: dict[str, list[str]] | None = None,
+    curves: tuple[str, ...] = ("loss", "accuracy"),
 ) -> dict[str, Any]:
     """Write ``metrics.json``, the plots and ``report.md``; returns the metrics.json content.
 
     ``training`` holds what the run measured (steps, times, ``best_step``); ``monitor`` says
     how the evaluated step was chosen; ``test_outputs`` (the model's outputs on the test
     split, in order) add ranking/calibration metrics and bootstrap intervals; ``cost`` is
-    :func:`jaxtrain.train.costs.training_cost`'s account of the run.
+    :func:`jaxtrain.train.costs.training_cost`'s account of the run; ``outputs`` the run's
+    writer (default: a new one for ``run_dir``). A verb adds its own ``extra`` summary
+    entries and report ``sections`` (federated: algorithm, partition, privacy) and names the
+    logged ``curves`` to plot.
     """
+    outputs = outputs or RunOutputs(run_dir)
     logged = read_metrics(run_dir)
     analysis = {} if test_outputs is None else _analysis(data, test_outputs, config.seed, run_dir)
     diagnosis = diagnose(logged, trivial_training_loss(data)) if logged else None
     summary = {
         "name": config.name,
+        "model": config.model.name,
         "task": data.task,
         "best_step": training.get("best_step"),
         "monitor": monitor,
@@ -127,12 +136,13 @@ def write_outputs(
         "diagnosis": diagnosis,
         "cost": cost,
         "fairness": fairness,
+        **(extra or {}),
         "training": training,
     }
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    outputs.summary(summary)
     plots = {}
     if logged:
-        path = plot_learning_curves(logged, run_dir / "learning_curves.png")
+        path = plot_learning_curves(logged, run_dir / "learning_curves.png", metrics=curves)
         plots["learning_curves"] = path.name
     if "confusion_matrix" in test:
         plots["confusion_matrix"] = plot_confusion_matrix(
@@ -140,7 +150,7 @@ def write_outputs(
         ).name
     if analysis.get("reliability_diagram"):
         plots["reliability_diagram"] = analysis["reliability_diagram"]
-    sections = {}
+    sections = dict(sections or {})
     if analysis:
         sections["Held-out analysis (test split)"] = _analysis_lines(analysis)
     if diagnosis:
@@ -150,9 +160,7 @@ def write_outputs(
         sections["Fairness (test split)"] = audit_lines(fairness, mitigation)
     if cost:
         sections["Cost"] = _cost_lines(cost)
-    environment_file = run_dir / "environment.json"
-    write_report(
-        run_dir,
+    outputs.report(
         {
             "name": config.name,
             "config": config_to_dict(config),
@@ -169,9 +177,6 @@ def write_outputs(
             "test": {**test, **{f"baseline {k}": v for k, v in summary["baselines"].items()}},
             "sections": sections,
             "plots": plots,
-            "environment": json.loads(environment_file.read_text())
-            if environment_file.exists()
-            else {},
         },
     )
     return summary

@@ -45,7 +45,7 @@ def cast_floating(tree, dtype):
 def make_loss_fn(model: nn.Module, task: Task, penalty: Penalty | None = None, compute_dtype=None):
     """``loss_fn(params, state, batch, rng) -> (loss, (outputs, model_state))``, differentiable
     in ``params``: the task's mean (optionally ``batch["weights"]``-weighted) loss plus
-    ``penalty(params)``. Steps that change the objective (FedProx, SCAFFOLD) wrap this one.
+    ``penalty(params)``.
 
     With ``compute_dtype`` (e.g. ``jnp.bfloat16``) the forward and backward passes run in that
     dtype: float parameters and inputs are cast to it inside the function, so the gradient
@@ -76,6 +76,7 @@ def make_train_step(
     axis_name: str | None = None,
     micro_batches: int = 1,
     compute_dtype=None,
+    loss_hook: Penalty | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """``train_step(state, batch) -> (state, metrics)``, pure and unjitted.
 
@@ -98,9 +99,24 @@ def make_train_step(
       micro-batch), and their mean gradient makes one update. Without dropout or BatchNorm
       this equals the full-batch step up to float rounding.
     - ``compute_dtype``: mixed precision (see :func:`make_loss_fn`).
+    - ``loss_hook(params) -> f32[]``: a term added to the objective that is differentiated
+      with it but not reported in ``metrics["loss"]``. Verbs that change the objective use
+      it instead of a second update rule: FedProx's proximal term, SCAFFOLD's correction
+      (see :mod:`jaxtrain.federated.client`).
+
+    ``tx`` is any ``optax.GradientTransformation``; ``learning_rate`` is reported when its
+    state exposes one (``inject_hyperparams``), else left out.
     """
     task = task or classification(0)  # the class count only matters for evaluation
     loss_fn = make_loss_fn(model, task, penalty, compute_dtype)
+    if loss_hook is not None:
+        data_loss_fn = loss_fn
+
+        def loss_fn(params, state, batch, rng):
+            loss, (outputs, model_state) = data_loss_fn(params, state, batch, rng)
+            # The hook's value rides in the aux output so the reported loss leaves it out.
+            return loss + loss_hook(params), (outputs, model_state, loss)
+
     loss_and_grad = _accumulated(loss_fn, micro_batches) if micro_batches > 1 else None
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
@@ -110,14 +126,11 @@ def make_train_step(
         if augment is not None:
             # A key of its own (the dropout key stays the step key, as without augmentation).
             batch = {**batch, "inputs": augment(batch["inputs"], jax.random.fold_in(step_key, 1))}
-        if loss_and_grad is None:
-            (loss, (outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params, state, batch, step_key
-            )
-        else:
-            (loss, (outputs, model_state)), grads = loss_and_grad(
-                state.params, state, batch, step_key
-            )
+        differentiate = loss_and_grad or jax.value_and_grad(loss_fn, has_aux=True)
+        (loss, aux), grads = differentiate(state.params, state, batch, step_key)
+        outputs, model_state = aux[:2]
+        if loss_hook is not None:
+            loss = aux[2]
         batch_metrics = task.batch_metrics(outputs, batch["labels"])
         if axis_name is not None:
             grads, loss, batch_metrics = jax.lax.pmean((grads, loss, batch_metrics), axis_name)
@@ -134,16 +147,33 @@ def make_train_step(
         new_state = state.replace(
             step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state
         )
-        metrics = {
-            "loss": loss,
-            **batch_metrics,
-            "grad_norm": grad_norm,
-            "learning_rate": jnp.asarray(opt_state.hyperparams["learning_rate"], jnp.float32),
-            "nonfinite": (~finite).astype(jnp.float32),
-        }
+        metrics = {"loss": loss, **batch_metrics, "grad_norm": grad_norm}
+        learning_rate = current_learning_rate(opt_state)
+        if learning_rate is not None:
+            metrics["learning_rate"] = learning_rate
+        metrics["nonfinite"] = (~finite).astype(jnp.float32)
         return new_state, metrics
 
     return train_step
+
+
+def current_learning_rate(opt_state) -> jax.Array | None:
+    """The learning rate the last update used, f32[], when the optimizer state exposes one
+    (``optax.inject_hyperparams`` and jaxtrain's own optimizers keep it in ``hyperparams``,
+    possibly nested inside ``optax.chain``); None for an optimizer that keeps it private."""
+    found = []
+
+    def visit(node):
+        hyperparams = getattr(node, "hyperparams", None)
+        if isinstance(hyperparams, dict) and "learning_rate" in hyperparams:
+            found.append(hyperparams["learning_rate"])
+            return
+        if isinstance(node, tuple | list):
+            for child in node:
+                visit(child)
+
+    visit(opt_state)
+    return jnp.asarray(found[0], jnp.float32) if found else None
 
 
 def _accumulated(loss_fn, micro_batches: int):
@@ -164,24 +194,26 @@ def _accumulated(loss_fn, micro_batches: int):
         def one(carry, xs):
             grad_sum, loss_sum, model_state = carry
             micro, index = xs
-            (loss, (outputs, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
                 params,
                 state.replace(model_state=model_state),
                 micro,
                 jax.random.fold_in(key, index),
             )
+            outputs, model_state, *rest = aux
             grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
-            return (grad_sum, loss_sum + loss, model_state), outputs
+            return (grad_sum, loss_sum + loss, model_state), (outputs, *rest)
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        (grad_sum, loss_sum, model_state), outputs = jax.lax.scan(
+        (grad_sum, loss_sum, model_state), (outputs, *rest) = jax.lax.scan(
             one,
             (zeros, jnp.zeros((), jnp.float32), state.model_state),
             (sliced, jnp.arange(micro_batches)),
         )
         outputs = jax.tree.map(lambda x: x.reshape(size, *x.shape[2:]), outputs)
         grads = jax.tree.map(lambda g: g / micro_batches, grad_sum)
-        return (loss_sum / micro_batches, (outputs, model_state)), grads
+        rest = [jnp.mean(r) for r in rest]  # the data loss without the hook, per micro-batch
+        return (loss_sum / micro_batches, (outputs, model_state, *rest)), grads
 
     return loss_and_grad
 

@@ -1,0 +1,149 @@
+"""Run directories: where they go, how they are named, what they hold first, who holds them."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from jaxtrain.config import Config, dump_config
+from jaxtrain.files import read_json, write_json
+
+RUNS_DIR_ENV = "JAXTRAIN_RUNS_DIR"
+CONFIG_FILE = "config.yaml"
+DATA_STATS_FILE = "data_stats.json"  # statistics fitted on the training split, reused later
+LOCK_FILE = ".lock"
+
+
+class RunError(ValueError):
+    """A run directory that cannot be used as asked (missing, not a jaxtrain run, ...)."""
+
+
+def default_runs_dir() -> Path:
+    """``$JAXTRAIN_RUNS_DIR``, else ``./runs``."""
+    return Path(os.environ.get(RUNS_DIR_ENV, "runs"))
+
+
+def check_runs_dir(runs_dir: str | Path | None) -> Path:
+    """The folder new runs go into (default :func:`default_runs_dir`), checked before any
+    work starts: a RunError when it is a file or sits under one, or cannot be written."""
+    parent = Path(runs_dir) if runs_dir else default_runs_dir()
+    for folder in (parent, *parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise RunError(f"--runs-dir {parent}: {folder} is a file, not a folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise RunError(f"--runs-dir {parent}: {folder} is not writable")
+            break
+    return parent
+
+
+def new_run_dir(runs_dir: Path, name: str) -> Path:
+    """Create ``runs_dir/name/<YYYYmmdd-HHMMSS>[-k]/``, never reusing an existing folder."""
+    parent = Path(runs_dir) / name
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RunError(f"{parent}: cannot create the run folder (a file is in the way)") from None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        candidate = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise RunError(f"{parent}: could not find a free run directory name")
+
+
+def start_run(config: Config, runs_dir: str | Path | None, data, suffix: str = "") -> Path:
+    """A new run directory for ``config`` (under ``runs_dir``, default :func:`default_runs_dir`)
+    holding the resolved ``config.yaml``, ``environment.json`` and, where data preparation
+    reported anything, ``data_report.md``/``.json``. Called only after every check passed."""
+    from jaxtrain.data import write_data_report
+
+    run_dir = new_run_dir(check_runs_dir(runs_dir), config.name + suffix)
+    dump_config(config, run_dir / CONFIG_FILE)
+    write_json(run_dir / "environment.json", environment())
+    if data.report is not None:
+        write_data_report(run_dir, data.report)
+    return run_dir
+
+
+def environment() -> dict[str, Any]:
+    """Versions, platform, devices and the git revision of the working directory."""
+    import flax
+    import jax
+    import jaxlib
+    import optax
+
+    try:
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        revision = None
+    return {
+        "python": sys.version.split()[0],
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "platform": platform.platform(),
+        "devices": [str(d) for d in jax.devices()],
+        "git_revision": revision,
+    }
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` for the block, or raise RunError at once if
+    another process holds it. The OS releases the lock when its holder exits, even by
+    ``kill -9``, so a crashed run never leaves its directory locked."""
+    path = run_dir / LOCK_FILE
+    handle = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunError(
+            f"{run_dir}: in use by another jaxtrain process (pid {holder}); wait for it or "
+            "stop it before resuming or evaluating here"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def existing_run(run_dir: str | Path) -> Path:
+    """``run_dir`` if it is a jaxtrain run directory, else a RunError."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise RunError(f"{run_dir}: not a jaxtrain run directory (no {CONFIG_FILE})")
+    return run_dir
+
+
+def stored_stats(run_dir: Path) -> dict | None:
+    """The statistics fitted when the run started, so later calls reuse them exactly."""
+    path = run_dir / DATA_STATS_FILE
+    return read_json(path, DATA_STATS_FILE) if path.is_file() else None
+
+
+def write_result(run_dir: Path, name: str, result: dict) -> None:
+    """A verb's JSON result (``eval.json`` ...) in the run directory, atomically."""
+    write_json(run_dir / name, result)

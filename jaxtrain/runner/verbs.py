@@ -1,0 +1,250 @@
+"""The verbs that train: ``train``, ``sweep``, ``federated``, ``learning-curve`` and
+``--check-determinism``. Each one checks everything a user's mistake can fail (config, what
+the verb honours, the data) before it creates its run directory, so a bad invocation writes
+nothing."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jaxtrain.config import ConfigError, load_config
+from jaxtrain.config.verbs import check_verb
+from jaxtrain.runner.checks import check_resumable, checked_data, resumed_config
+from jaxtrain.runner.run_dirs import (
+    CONFIG_FILE,
+    DATA_STATS_FILE,
+    RunError,
+    check_runs_dir,
+    existing_run,
+    run_lock,
+    start_run,
+)
+
+RESUMABLE_PREFIX = "train."  # settings a resumed run may change (length, logging, keeping)
+# ... and where it runs: a checkpoint of any placement restores into any other.
+RESUMABLE_PREFIXES = (RESUMABLE_PREFIX, "distributed.")
+FEDERATED_RESUMABLE = ("train.", "federated.rounds", "federated.eval_every",
+                       "federated.checkpoint_every")  # fmt: skip
+
+
+def train(
+    config_path: str | Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    runs_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    report: bool = True,
+):
+    """``jaxtrain train``: a new run of ``config_path``, or continue the run dir ``resume``.
+
+    When resuming, the run's own resolved ``config.yaml`` is used (``overrides`` apply on top,
+    e.g. ``train.epochs=30`` to extend); ``config_path``, if given, is ignored. ``report``
+    False skips the analysis stage (``jaxtrain report`` runs it later).
+    """
+    import jax
+
+    from jaxtrain.distributed import broadcast_text, is_writer
+    from jaxtrain.distributed import initialize as initialize_distributed
+
+    if resume is not None:
+        run_dir = existing_run(resume)
+        allowed = f"{RESUMABLE_PREFIX}* and distributed.* settings"
+        check_resumable(run_dir, overrides, RESUMABLE_PREFIXES, allowed)
+        config = load_config(run_dir / CONFIG_FILE, overrides)
+        check_verb(config, "train", run_dir / CONFIG_FILE)
+        initialize_distributed(config.distributed)
+        with _writer_lock(run_dir):  # checked before anything in the directory changes
+            config, data = resumed_config(run_dir, overrides, is_writer())
+            return _train_locked(config, run_dir, data, resume, progress, report)
+    if config_path is None:
+        raise ConfigError("a config file is required (or --resume RUN_DIR)")
+    config = load_config(config_path, overrides)
+    check_verb(config, "train", config_path)
+    check_runs_dir(runs_dir)
+    initialize_distributed(config.distributed)
+    data = checked_data(config, config_path)
+    # Process 0 creates the run directory; the others learn its name from it.
+    run_dir = start_run(config, runs_dir, data) if is_writer() else None
+    if jax.process_count() > 1:
+        run_dir = Path(broadcast_text(str(run_dir) if run_dir else None))
+    with _writer_lock(run_dir):
+        return _train_locked(config, run_dir, data, resume, progress, report)
+
+
+def _writer_lock(run_dir: Path):
+    """The run directory's lock, held by the process that writes it (process 0)."""
+    from jaxtrain.distributed import is_writer
+
+    return run_lock(run_dir) if is_writer() else contextlib.nullcontext()
+
+
+def _train_locked(config, run_dir, data, resume, progress, report):
+    from jaxtrain.files import write_json
+    from jaxtrain.models import is_fitted
+    from jaxtrain.train import RunResult, stop_on_signals, train_and_evaluate
+    from jaxtrain.train.fit import fit_and_evaluate
+
+    if is_fitted(config.model):
+        if resume is not None:
+            raise RunError(
+                f"{run_dir}: {config.model.name} is fitted in one step; nothing to resume"
+            )
+        write_json(run_dir / DATA_STATS_FILE, data.stats())
+        test = fit_and_evaluate(config, run_dir, data)
+        return RunResult("finished", 1, 1, None, test, run_dir)
+    with stop_on_signals() as preemption:
+        return train_and_evaluate(
+            config,
+            run_dir,
+            resume=resume is not None,
+            data=data,
+            callbacks=(preemption,),
+            progress=progress,
+            report=report,
+        )
+
+
+def federated_run(
+    config_path: str | Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    runs_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``jaxtrain federated``: simulate the config's ``federated:`` section (clients as one
+    vmapped program per round), or continue the run directory ``resume``."""
+    from jaxtrain.federated import check_federated, run_federated
+    from jaxtrain.train import stop_on_signals
+
+    if resume is not None:
+        run_dir = existing_run(resume)
+        allowed = "train.*, federated.rounds, eval_every and checkpoint_every"
+        check_resumable(run_dir, overrides, FEDERATED_RESUMABLE, allowed)
+        check_verb(load_config(run_dir / CONFIG_FILE, overrides), "federated", run_dir)
+        with run_lock(run_dir):
+            config, data = resumed_config(run_dir, overrides)
+            with stop_on_signals() as preemption:
+                return run_federated(
+                    config, run_dir, data, resume=True, progress=progress, callbacks=(preemption,)
+                )
+    if config_path is None:
+        raise ConfigError("a config file is required (or --resume RUN_DIR)")
+    config = load_config(config_path, overrides)
+    if config.federated is None:
+        raise ConfigError(f"{config_path}: federated: the config has no federated section")
+    check_verb(config, "federated", config_path)
+    check_runs_dir(runs_dir)
+    data = checked_data(config, config_path)
+    try:
+        check_federated(config, data)
+    except ValueError as err:
+        raise ConfigError(f"{config_path}: {err}") from None
+    run_dir = start_run(config, runs_dir, data)
+    with run_lock(run_dir), stop_on_signals() as preemption:
+        return run_federated(config, run_dir, data, progress=progress, callbacks=(preemption,))
+
+
+def sweep_run(
+    config_path: str | Path | None,
+    overrides: Sequence[str] = (),
+    *,
+    runs_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """``jaxtrain sweep``: train the config's ``sweep:`` population as vmapped programs
+    (see :mod:`jaxtrain.sweep`), or continue the sweep directory ``resume``."""
+    from jaxtrain.sweep import expand, run_sweep
+
+    if resume is not None:
+        run_dir = existing_run(resume)
+        with run_lock(run_dir):
+            config = load_config(run_dir / CONFIG_FILE)
+            checked_data(config, run_dir / CONFIG_FILE)
+            return run_dir, run_sweep(config, run_dir, resume=True, progress=progress)
+    if config_path is None:
+        raise ConfigError("a config file is required (or --resume SWEEP_DIR)")
+    config = load_config(config_path, overrides)
+    if config.sweep is None:
+        raise ConfigError(f"{config_path}: sweep: the config has no sweep section")
+    check_verb(config, "sweep", config_path)
+    for group in expand(config, str(config_path)):  # every member honours what it asks
+        for member in group.members:
+            check_verb(member.config, "sweep", f"{config_path} (sweep member {member.index})")
+    check_runs_dir(runs_dir)
+    run_dir = start_run(config, runs_dir, checked_data(config, config_path))
+    with run_lock(run_dir):
+        return run_dir, run_sweep(config, run_dir, progress=progress)
+
+
+def check_determinism(
+    config_path: str | Path, overrides: Sequence[str] = (), steps: int = 20
+) -> dict[str, Any]:
+    """``jaxtrain train CONFIG --check-determinism N``: run the first ``steps`` training steps
+    twice from scratch (same config and seeds, fresh state and data stream each time) with
+    the run's own step and placement (every option of the config on), and compare SHA-256
+    digests of the parameters. Writes nothing."""
+    import jax
+
+    from jaxtrain.checkpoint import state_digest
+    from jaxtrain.train.advance import make_advance, training_stream
+    from jaxtrain.train.parallel import build_placement
+    from jaxtrain.train.pieces import build_pieces
+
+    if steps < 1:
+        raise ConfigError(f"--check-determinism: {steps} steps; give at least 1")
+    config = load_config(config_path, overrides)
+    check_verb(config, "train", config_path)
+    data = checked_data(config, config_path)
+    digests = []
+    for _ in range(2):
+        pieces = build_pieces(config, data)
+        placement = build_placement(config.train.parallel)
+        iterator = iter(training_stream(config, pieces, placement))
+        advance, _ = make_advance(config, pieces, placement, iterator)
+        count = min(steps, pieces.total_steps)
+        state = placement.put_state(pieces.state)
+        for chunk in [count] if config.train.fused_epochs else [1] * count:
+            state, _ = advance(state, chunk)
+        digests.append(state_digest(placement.host_state(state).params))
+    return {
+        "steps": count,
+        "digests": digests,
+        "deterministic": digests[0] == digests[1],
+        "platform": jax.default_backend(),
+    }
+
+
+def learning_curve_run(
+    config_path: str | Path,
+    overrides: Sequence[str] = (),
+    fractions: Sequence[float] = (0.1, 0.25, 0.5, 1.0),
+    *,
+    runs_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict[str, Any]]:
+    """``jaxtrain learning-curve``: train ``config_path`` on growing shares of its training
+    split (see :mod:`jaxtrain.learning_curve`); returns the directory and the result."""
+    from jaxtrain.data import DatasetError
+    from jaxtrain.learning_curve import learning_curve
+
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad or not fractions:
+        raise ConfigError(f"--fractions: each must be in (0, 1], got {list(fractions)}")
+    config = load_config(config_path, overrides)
+    check_verb(config, "learning-curve", config_path)
+    check_runs_dir(runs_dir)
+    data = checked_data(config, config_path)
+    smallest = round(min(fractions) * len(data.splits["train"]))
+    if smallest < config.data.batch_size:
+        raise DatasetError(
+            f"{config_path}: --fractions: {min(fractions)} keeps about {smallest} training "
+            f"examples, fewer than data.batch_size={config.data.batch_size}"
+        )
+    run_dir = start_run(config, runs_dir, data, suffix="_learning_curve")
+    return run_dir, learning_curve(config, run_dir, data, fractions, progress=progress)

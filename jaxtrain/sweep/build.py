@@ -1,0 +1,102 @@
+"""A sweep group's program inputs: its members' data on the device, the one step, the plan.
+
+Every member trains with the run's one step (:func:`jaxtrain.train.pieces.build_step`), so
+label smoothing, augmentation, precision, micro-batches, penalties and example weights act on
+member *i* exactly as on the standalone run of member *i*'s config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from jaxtrain.config import Config
+from jaxtrain.data import PreparedData, prepare_data
+from jaxtrain.sweep import population as pop
+from jaxtrain.sweep.space import Group, hyperparams_of
+from jaxtrain.train.fairness_audit import sensitive_groups, training_weights
+from jaxtrain.train.pieces import Pieces, build_pieces
+from jaxtrain.train.tasks import resolve_monitor, task_for
+
+
+@dataclass
+class BuiltGroup:
+    """One group's program inputs, built from its configs (deterministic in their seeds)."""
+
+    group: Group
+    data: dict[int, PreparedData]  # by data.seed, example weights applied
+    pieces: Pieces | None
+    data_index: np.ndarray  # i32[K]: each member's dataset
+    train_data: dict[str, np.ndarray]  # inputs/labels [D, n, ...], weights [D, n], orders
+    validation: dict[str, np.ndarray]  # padded evaluation batches [D, batches, size, ...]
+    every: int  # steps between evaluations
+
+    @property
+    def total_steps(self) -> int:
+        return self.pieces.total_steps
+
+    @property
+    def steps_per_epoch(self) -> float:
+        first = self.group.members[0].config
+        return len(self.data[first.data.seed].splits["train"]) / first.data.batch_size
+
+
+def prepare_group_data(group: Group) -> dict[int, PreparedData]:
+    """Each distinct ``data.seed`` of the group's members, prepared (with example weights:
+    class weights, fairness reweighing) as its standalone run would."""
+    config = group.config
+    data = {}
+    for seed in sorted({m.config.data.seed for m in group.members}):
+        member = next(m.config for m in group.members if m.config.data.seed == seed)
+        prepared = prepare_data(member.data)
+        groups = sensitive_groups(config, prepared) if config.fairness else None
+        data[seed] = training_weights(config, prepared, groups)
+    return data
+
+
+def build_group(group: Group) -> BuiltGroup:
+    """Data on the device, the pieces of the group's config and each member's dataset."""
+    config = group.config
+    data = prepare_group_data(group)
+    seeds = sorted(data)
+    pieces = build_pieces(config, data[seeds[0]])
+    splits = [data[s].splits for s in seeds]
+    n, batch = len(splits[0]["train"]), config.data.batch_size
+    train_data = {
+        "inputs": np.stack([s["train"].inputs for s in splits]),
+        "labels": np.stack([s["train"].labels for s in splits]),
+        "orders": pop.train_orders(n, batch, config.train.epochs, seeds),
+    }
+    if splits[0]["train"].weights is not None:
+        train_data["weights"] = np.stack([s["train"].weights for s in splits])
+    validation = pop.eval_arrays([s["validation"] for s in splits], config.data.eval_batch_size)
+    data_index = np.asarray([seeds.index(m.config.data.seed) for m in group.members], np.int32)
+    every = config.train.eval_every or max(1, int(n / batch))
+    return BuiltGroup(group, data, pieces, data_index, train_data, validation, every)
+
+
+def monitor_of(config: Config, data: PreparedData) -> tuple[str, str]:
+    """The ranking metric and "min"/"max" (``sweep.metric``, else the checkpoint monitor)."""
+    return resolve_monitor(task_for(data), config.sweep.metric or config.train.checkpoint.monitor)
+
+
+def group_monitor(config: Config, group: Group) -> tuple[str, str]:
+    """:func:`monitor_of` for a group, from its first member's data."""
+    return monitor_of(config, prepare_data(group.members[0].config.data))
+
+
+def initial_population(built: BuiltGroup, indices: list[int]) -> Any:
+    """The members ``indices`` at step 0: each one's ``seed`` and optimizer settings."""
+    members = tuple(m for m in built.group.members if m.index in indices)
+    pieces = built.pieces
+    inputs = pieces.data.splits["train"].inputs
+    state = pop.init_population(
+        pieces.model,
+        pieces.tx,
+        pieces.data.input_shape,
+        np.asarray([m.config.seed for m in members]),
+        inputs.dtype,
+    )
+    return pop.with_hyperparams(state, hyperparams_of(members))
