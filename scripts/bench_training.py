@@ -46,13 +46,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jaxtrain.train.scan import make_fused_steps  # noqa: E402
-
 from jaxtrain import cost  # noqa: E402
 from jaxtrain.config import load_config  # noqa: E402
 from jaxtrain.data import prepare_data, train_batches, train_index_batches  # noqa: E402
 from jaxtrain.models import build_model  # noqa: E402
 from jaxtrain.train.optim import build_optimizer  # noqa: E402
+from jaxtrain.train.scan import make_fused_steps  # noqa: E402
 from jaxtrain.train.state import create_train_state  # noqa: E402
 from jaxtrain.train.step import make_train_step  # noqa: E402
 
