@@ -305,15 +305,20 @@ def test_dp_clipping_bounds_each_update() -> None:
 
 
 def test_epsilon_grows_with_rounds_and_matches_dp_accounting() -> None:
+    """dp_epsilon's default accounts make_round's default sampling: a fixed number of clients
+    without replacement (replace-one adjacency, so the Gaussian's ratio to the sum's
+    sensitivity 2C is sigma / 2), by dp_accounting's own event for it."""
     import dp_accounting
     from dp_accounting.rdp import RdpAccountant
 
-    epsilons = [dp_epsilon(1.1, 0.1, rounds, 1e-5) for rounds in (1, 5, 20)]
+    epsilons = [dp_epsilon(1.1, 0.1, rounds, 1e-5, population=50) for rounds in (1, 5, 20)]
     assert all(a < b for a, b in zip(epsilons[:-1], epsilons[1:], strict=True))
-    accountant = RdpAccountant()
+    accountant = RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
     for _ in range(20):
         accountant.compose(
-            dp_accounting.PoissonSampledDpEvent(0.1, dp_accounting.GaussianDpEvent(1.1))
+            dp_accounting.SampledWithoutReplacementDpEvent(
+                50, 5, dp_accounting.GaussianDpEvent(1.1 / 2)
+            )
         )
     assert epsilons[2] == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-9)
     assert dp_epsilon(0.0, 0.1, 3, 1e-5) == float("inf") and dp_epsilon(1.0, 0.1, 0, 1e-5) == 0
