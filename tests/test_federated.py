@@ -29,6 +29,7 @@ from jaxtrain.federated import (
     check_federated,
     clip_updates,
     dp_epsilon,
+    federated_epsilon,
     make_local_train,
     pack_clients,
     partition,
@@ -319,15 +320,20 @@ def test_dp_clipping_bounds_each_update() -> None:
 
 
 def test_epsilon_grows_with_rounds_and_matches_dp_accounting() -> None:
+    """dp_epsilon's default accounts make_round's default sampling: a fixed number of clients
+    without replacement (replace-one adjacency, so the Gaussian's ratio to the sum's
+    sensitivity 2C is sigma / 2), by dp_accounting's own event for it."""
     import dp_accounting
     from dp_accounting.rdp import RdpAccountant
 
-    epsilons = [dp_epsilon(1.1, 0.1, rounds, 1e-5) for rounds in (1, 5, 20)]
+    epsilons = [dp_epsilon(1.1, 0.1, rounds, 1e-5, population=50) for rounds in (1, 5, 20)]
     assert all(a < b for a, b in zip(epsilons[:-1], epsilons[1:], strict=True))
-    accountant = RdpAccountant()
+    accountant = RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
     for _ in range(20):
         accountant.compose(
-            dp_accounting.PoissonSampledDpEvent(0.1, dp_accounting.GaussianDpEvent(1.1))
+            dp_accounting.SampledWithoutReplacementDpEvent(
+                50, 5, dp_accounting.GaussianDpEvent(1.1 / 2)
+            )
         )
     assert epsilons[2] == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-9)
     assert dp_epsilon(0.0, 0.1, 3, 1e-5) == float("inf") and dp_epsilon(1.0, 0.1, 0, 1e-5) == 0
@@ -373,10 +379,14 @@ def test_resume_of_a_federated_run_is_bitwise_identical(tmp_path, digits) -> Non
     records = [json.loads(x) for x in (split_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["split"] == "train"]
     assert [r["step"] for r in train] == [1, 2, 3, 4]
-    expected = [dp_epsilon(1.0, 4 / 10, r, 1e-5) for r in (1, 2, 3, 4)]
-    assert [r["epsilon"] for r in train] == pytest.approx(expected)
+    # The epsilon the default (Poisson sampling, PLD) accountant gives, at evaluation rounds.
+    expected = [federated_epsilon(config.federated, r) for r in (2, 4)]
+    assert [r["epsilon"] for r in train if "epsilon" in r] == pytest.approx(expected)
+    assert [r["step"] for r in train if "epsilon" in r] == [2, 4]
     summary = json.loads((whole_dir / "metrics.json").read_text())
     assert summary["privacy"]["epsilon"] == pytest.approx(expected[-1])
+    assert summary["privacy"]["sampling"] == "poisson"
+    assert "| adjacency |" in (whole_dir / "report.md").read_text()
     assert summary["test"]["accuracy"] == pytest.approx(resumed["test"]["accuracy"])
 
 

@@ -7,6 +7,7 @@ how each round runs and how updates are aggregated.
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -19,6 +20,15 @@ from jaxtrain.config.base import (
     PositiveFloat,
     PositiveInt,
 )
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A UserWarning on stderr, once per process for each message (configs load repeatedly)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, UserWarning, stacklevel=2)
 
 
 @dataclass(config=STRICT)
@@ -59,16 +69,55 @@ ServerOptimizerConfig = Annotated[
 
 @dataclass(config=STRICT)
 class DPConfig:
-    """Client-level differential privacy (DP-FedAvg, McMahan et al., 2018).
+    """Client-level differential privacy (DP-FedAvg, McMahan et al., 2018); docs/privacy.md.
 
     Each client's update is clipped to L2 norm ``clip_norm``; the server adds Gaussian noise of
-    standard deviation ``noise_multiplier * clip_norm`` to the sum of the (equally weighted)
-    clipped updates. The RDP accountant reports epsilon at ``delta`` after every round.
+    standard deviation ``noise_multiplier * clip_norm`` to the sum of the clipped updates (of
+    ``noise_multiplier * clip_norm / clients_per_round`` to their mean). Set
+    ``noise_multiplier`` or ``target_epsilon`` (the noise multiplier is then calibrated so
+    that epsilon after ``federated.rounds`` rounds is at most this), not both; neither means
+    ``noise_multiplier: 1.0``.
+
+    ``sampling``: ``poisson`` (each client joins a round independently with probability
+    ``clients_per_round / num_clients``; the mean divides by ``clients_per_round`` whatever
+    the cohort's size; adjacency: add or remove one client) or ``fixed`` (exactly
+    ``clients_per_round`` clients without replacement; adjacency: replace one client, which
+    costs about twice the noise for the same epsilon). Under poisson every round trains
+    ``max_clients_per_round`` client slots (default: all ``num_clients``; the unsampled ones
+    are masked out); a smaller cap makes rounds cheaper and keeps a random subset when more
+    clients are drawn, which the ``pld`` accountant accounts exactly.
+
+    ``accountant``: ``pld`` (privacy loss distributions: tight) or ``rdp`` (Renyi DP: a
+    faster, looser bound), both from ``dp_accounting``. ``delta`` must lie in (0, 1); a
+    warning says when it is not below ``1 / num_clients``. ``log``: ``all`` logs every
+    round metric (the report lists those outside the guarantee); ``private`` logs only
+    privatised ones.
     """
 
     clip_norm: PositiveFloat = 1.0
-    noise_multiplier: NonNegativeFloat = 1.0
+    noise_multiplier: NonNegativeFloat | None = None
+    target_epsilon: PositiveFloat | None = None
     delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    sampling: Literal["poisson", "fixed"] = "poisson"
+    max_clients_per_round: PositiveInt | None = None
+    accountant: Literal["pld", "rdp"] = "pld"
+    log: Literal["all", "private"] = "all"
+
+    @model_validator(mode="after")
+    def _one_noise_setting(self) -> DPConfig:
+        if self.noise_multiplier is not None and self.target_epsilon is not None:
+            raise ValueError(
+                "target_epsilon: set noise_multiplier or target_epsilon, not both (the noise "
+                "multiplier is calibrated from target_epsilon)"
+            )
+        if self.noise_multiplier is None and self.target_epsilon is None:
+            object.__setattr__(self, "noise_multiplier", 1.0)  # the documented default
+        if self.max_clients_per_round is not None and self.sampling != "poisson":
+            raise ValueError(
+                "max_clients_per_round: caps a poisson cohort; fixed sampling trains exactly "
+                "clients_per_round clients"
+            )
+        return self
 
 
 @dataclass(config=STRICT)
@@ -121,6 +170,8 @@ class FederatedConfig:
                 "local_steps: set local_epochs or local_steps, not both (clients either pass "
                 "over their data local_epochs times or take exactly local_steps steps)"
             )
+        if self.dp is not None:
+            self._check_dp(self.dp)
         server = self.server_optimizer
         if self.algorithm == "fedopt" and server.name == "sgd" and server.momentum == 0:
             raise ValueError(
@@ -129,3 +180,56 @@ class FederatedConfig:
                 "(plain sgd is fedavg)"
             )
         return self
+
+    def _check_dp(self, dp: DPConfig) -> None:
+        if self.algorithm == "scaffold":
+            raise ValueError(
+                "algorithm: scaffold cannot be combined with dp: its control variates are "
+                "built from unclipped updates and the server's control variate reaches every "
+                "client without noise, so one client's data moves later rounds outside the "
+                "guarantee; use fedavg, fedprox or fedopt with dp"
+            )
+        cap = dp.max_clients_per_round
+        if cap is not None and not self.clients_per_round <= cap <= self.num_clients:
+            raise ValueError(
+                f"dp.max_clients_per_round: {cap} should lie between clients_per_round="
+                f"{self.clients_per_round} (the expected cohort) and num_clients="
+                f"{self.num_clients}"
+            )
+        if cap is not None and cap < self.num_clients and dp.accountant != "pld":
+            raise ValueError(
+                "dp.accountant: a capped poisson cohort (max_clients_per_round below "
+                "num_clients) is accounted by the pld accountant only; set dp.accountant: pld "
+                "or drop the cap"
+            )
+        if dp.delta >= 1.0 / self.num_clients:
+            _warn_once(
+                f"federated.dp.delta={dp.delta:g} is not below 1/num_clients="
+                f"{1.0 / self.num_clients:.3g}: a mechanism that publishes one client's data "
+                "outright meets such a delta; choose delta well below 1/num_clients"
+            )
+
+
+def dp_model_problem(federated: FederatedConfig | None, model: object) -> str | None:
+    """Why ``model`` cannot be trained under ``federated.dp``, or None.
+
+    BatchNorm keeps running statistics that every client computes from its own data and the
+    server averages without clipping or noise; they are published with the model, outside
+    the guarantee. The message names the keys to change.
+    """
+    if federated is None or federated.dp is None:
+        return None
+    name = getattr(model, "name", None)
+    if name == "resnet" or (name == "cnn" and getattr(model, "batch_norm", False)):
+        setting = (
+            "model.name: resnet (always batch-normed)"
+            if name == "resnet"
+            else ("model.batch_norm: true")
+        )
+        return (
+            f"federated.dp: {setting} cannot be trained with client-level DP: BatchNorm's "
+            "running statistics are averaged across clients without clipping or noise and "
+            "published with the model; use model.name: cnn with model.batch_norm: false (or a "
+            "model without BatchNorm), or remove federated.dp"
+        )
+    return None

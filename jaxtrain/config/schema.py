@@ -23,7 +23,7 @@ from jaxtrain.config.base import (
     RunName,
 )
 from jaxtrain.config.distributed import DistributedConfig
-from jaxtrain.config.federated import FederatedConfig
+from jaxtrain.config.federated import FederatedConfig, dp_model_problem
 from jaxtrain.config.prepare import PrepareConfig
 from jaxtrain.config.sweep import SweepConfig
 from jaxtrain.config.transfer import TransferConfig
@@ -454,4 +454,11 @@ class Config:
                 f"train.micro_batches: {self.train.micro_batches} does not divide "
                 f"data.batch_size={self.data.batch_size} into equal micro-batches"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _dp_covers_the_model(self) -> Config:
+        problem = dp_model_problem(self.federated, self.model)
+        if problem:
+            raise ValueError(problem)
         return self

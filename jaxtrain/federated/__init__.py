@@ -16,7 +16,16 @@ from jaxtrain.federated.partition import (
     partition_iid,
     partition_shards,
 )
-from jaxtrain.federated.privacy import clip_updates, dp_epsilon, gaussian_noise
+from jaxtrain.federated.privacy import (
+    clip_updates,
+    dp_epsilon,
+    excluded_metrics,
+    federated_epsilon,
+    federated_epsilons,
+    gaussian_noise,
+    privacy_report,
+    resolved_noise_multiplier,
+)
 from jaxtrain.federated.runner import (
     FederatedPieces,
     build_federated,
@@ -30,6 +39,7 @@ from jaxtrain.federated.server import (
     build_server_optimizer,
     init_server_state,
     make_round,
+    round_options,
 )
 
 __all__ = [
@@ -48,6 +58,9 @@ __all__ = [
     "check_federated",
     "clip_updates",
     "dp_epsilon",
+    "excluded_metrics",
+    "federated_epsilon",
+    "federated_epsilons",
     "gaussian_noise",
     "init_server_state",
     "make_local_train",
@@ -58,6 +71,9 @@ __all__ = [
     "partition_dirichlet",
     "partition_iid",
     "partition_shards",
+    "privacy_report",
+    "resolved_noise_multiplier",
+    "round_options",
     "run_federated",
     "secure_aggregation",
     "weighted",

@@ -26,7 +26,9 @@ Metrics = dict[str, jax.Array]
 
 class Cohort(NamedTuple):
     """The clients of a round: ``ids`` i32[M] (their indices among all N clients) and
-    ``weights`` f32[M] (summing to 1: FedAvg's ``n_k / sum n``, or ``1 / M``)."""
+    ``weights`` f32[M]: FedAvg's ``n_k / sum n`` or ``1 / M`` (summing to 1), or under
+    Poisson sampling ``1 / M`` for the sampled slots and 0 for the masked ones (summing to
+    the cohort's size over M, which varies)."""
 
     ids: jax.Array
     weights: jax.Array

@@ -28,13 +28,14 @@ from jaxtrain.config.verbs import check_verb
 from jaxtrain.data import PreparedData
 from jaxtrain.federated.client import make_local_train, num_local_steps
 from jaxtrain.federated.partition import ClientData, describe, pack_clients, partition
-from jaxtrain.federated.privacy import dp_epsilon
+from jaxtrain.federated.privacy import federated_epsilon, federated_epsilons, privacy_report
 from jaxtrain.federated.server import (
     ServerState,
     build_aggregator,
     build_server_optimizer,
     init_server_state,
     make_round,
+    round_options,
 )
 from jaxtrain.files import write_json
 from jaxtrain.logging import truncate_after
@@ -123,8 +124,7 @@ def build_federated(config: Config, data: PreparedData) -> FederatedPieces:
         local_train,
         build_aggregator(fed),
         server_tx,
-        clients_per_round=fed.clients_per_round,
-        size_weighted=fed.dp is None,
+        **round_options(fed),
         scaffold_learning_rate=config.optimizer.learning_rate if scaffold else None,
     )
     initial = pieces.state
@@ -182,14 +182,16 @@ def _run(config, fed, run_dir, pieces, checkpoints, resume, progress, callback, 
         if found is not None:
             server, resumed_from = parts["state"], found
         truncate_after(run_dir, resumed_from)
-    sampling_rate = fed.clients_per_round / fed.num_clients
+    epsilon_at = {}
+    if fed.dp is not None:  # the curve, once: RDP every round (ms), PLD every eval round (s)
+        every = 1 if fed.dp.accountant == "rdp" else fed.eval_every
+        logged = [r for r in range(1, fed.rounds + 1) if r % every == 0 or r == fed.rounds]
+        epsilon_at = dict(zip(logged, federated_epsilons(fed, logged), strict=True))
     seen = {"validation": {}, "saved": None, "skipped": 0, "compile_s": 0.0}
     started = time.perf_counter()
 
     def epsilon(rounds: int) -> float | None:
-        if fed.dp is None:
-            return None
-        return dp_epsilon(fed.dp.noise_multiplier, sampling_rate, rounds, fed.dp.delta)
+        return None if fed.dp is None else federated_epsilon(fed, rounds)
 
     def advance(server, count):
         server, metrics = pieces.run_round(server, pieces.clients)
@@ -200,17 +202,23 @@ def _run(config, fed, run_dir, pieces, checkpoints, resume, progress, callback, 
 
     def log(round_, count, metrics):
         logged = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not math.isfinite(logged["loss"]):
+        # The mean of the clients' updates is finite whenever their losses are (and it is
+        # logged in every mode, as privatised rounds keep only that).
+        watched = [
+            v for k, v in logged.items() if k in ("loss", "update_norm", "noisy_update_norm")
+        ]
+        if not all(math.isfinite(v) for v in watched):
             if config.train.nonfinite == "stop":
                 raise NonFiniteError(
                     f"round {round_}: the clients' mean loss is not finite; lower "
                     "optimizer.learning_rate, clip gradients or set train.nonfinite=skip"
                 )
             seen["skipped"] += 1
-        if fed.dp is not None:
-            logged["epsilon"] = epsilon(round_)
+        if round_ in epsilon_at:
+            logged["epsilon"] = epsilon_at[round_]
         outputs.log(round_, "train", logged)
-        bar.set_postfix(loss=f"{logged['loss']:.4f}")
+        if "loss" in logged:  # not logged with federated.dp.log: private
+            bar.set_postfix(loss=f"{logged['loss']:.4f}")
 
     def validate(round_, server):
         seen["validation"] = evaluate(
@@ -286,6 +294,8 @@ def _run(config, fed, run_dir, pieces, checkpoints, resume, progress, callback, 
 def federated_summary(config, pieces, validation, test, training, epsilon) -> dict[str, Any]:
     """The core metrics.json of a federated run (the analysis stage adds to it)."""
     fed = config.federated
+    report = None if fed.dp is None else privacy_report(fed, rounds=training["rounds"])
+    privacy = None if report is None else {k: v for k, v in report.items() if k != "lines"}
     return {
         "name": config.name,
         "model": config.model.name,
@@ -295,7 +305,7 @@ def federated_summary(config, pieces, validation, test, training, epsilon) -> di
         "validation": validation,
         "test": test,
         "algorithm": fed.algorithm,
-        "privacy": None if fed.dp is None else {"epsilon": epsilon, "delta": fed.dp.delta},
+        "privacy": privacy,
         "partition": describe(pieces.parts, pieces.data.splits["train"].labels),
         "local_steps": pieces.local_steps,
         "training": training,
@@ -315,15 +325,11 @@ def report_sections(config: Config, summary: dict[str, Any]) -> dict[str, list[s
         ("secure aggregation", fed.secure_aggregation),
         *[(f"partition {k.replace('_', ' ')}", v) for k, v in summary["partition"].items()],
     ]
-    if fed.dp is not None:
-        privacy = summary["privacy"] or {}
-        settings += [
-            ("dp clip norm", fed.dp.clip_norm),
-            ("dp noise multiplier", fed.dp.noise_multiplier),
-            (f"epsilon at delta={fed.dp.delta:g}", privacy.get("epsilon")),
-        ]
     table = ["| setting | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in settings]]
-    return {"Federated (steps are rounds)": table}
+    sections = {"Federated (steps are rounds)": table}
+    if fed.dp is not None:
+        sections["Privacy"] = privacy_report(fed, rounds=summary["training"]["rounds"])["lines"]
+    return sections
 
 
 def report_federated(config: Config, run_dir: Path, data: PreparedData) -> dict[str, Any]:

@@ -1,6 +1,8 @@
 """The server: its state, its optimizer, and one round as one pure (jittable) function.
 
-A round samples clients, runs ``jax.vmap(local_train)`` over them from the global model,
+A round samples clients (a fixed number without replacement, or each client independently
+with probability ``q`` into a fixed number of masked slots: ``sampling="poisson"``, for
+differential privacy), runs ``jax.vmap(local_train)`` over them from the global model,
 aggregates their updates ``Delta_k = w_k - w`` and applies the mean as a pseudo-gradient
 ``-Delta`` through an optax server optimizer (sgd with learning rate 1 is FedAvg; adam and
 yogi are FedOpt). Everything a round needs is in :class:`ServerState` and its arguments, so
@@ -10,7 +12,7 @@ yogi are FedOpt). Everything a round needs is in :class:`ServerState` and its ar
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +28,14 @@ from jaxtrain.config.federated import (
 from jaxtrain.federated.aggregate import Aggregator, Cohort, aggregate, chain, weighted
 from jaxtrain.federated.client import LocalResult
 from jaxtrain.federated.partition import ClientData
-from jaxtrain.federated.privacy import clip_updates, gaussian_noise
+from jaxtrain.federated.privacy import (
+    clip_updates,
+    gaussian_noise,
+    noise_stddev,
+    resolved_noise_multiplier,
+)
 from jaxtrain.federated.secure import secure_aggregation
+from jaxtrain.privacy.sampling import poisson_sample
 
 Metrics = dict[str, jax.Array]
 
@@ -58,17 +66,40 @@ def build_server_optimizer(
 
 
 def build_aggregator(config: FederatedConfig) -> Aggregator:
-    """The configured chain: [clip] -> weight -> [noise] -> [secure aggregation]."""
+    """The configured chain: [clip] -> weight -> [noise] -> [secure aggregation].
+
+    The noise on the mean is ``noise_multiplier * clip_norm / clients_per_round`` (the noise
+    multiplier calibrated first when ``dp.target_epsilon`` is set): the ratio of the noise to
+    one client's largest effect on the mean that the accountant assumes for either sampling.
+    """
     stages = []
     if config.dp is not None:
         stages.append(clip_updates(config.dp.clip_norm))
     stages.append(weighted())
-    if config.dp is not None and config.dp.noise_multiplier > 0:
-        sensitivity = config.dp.clip_norm / config.clients_per_round  # equal weights 1 / M
-        stages.append(gaussian_noise(config.dp.noise_multiplier * sensitivity))
+    if config.dp is not None:
+        sigma = resolved_noise_multiplier(config)
+        if sigma > 0:
+            stddev = noise_stddev(config.dp.clip_norm, sigma, config.clients_per_round)
+            stages.append(gaussian_noise(stddev))
     if config.secure_aggregation:
         stages.append(secure_aggregation())
     return chain(*stages)
+
+
+def round_options(config: FederatedConfig) -> dict[str, Any]:
+    """The keyword arguments of :func:`make_round` that ``config`` decides (all but
+    ``scaffold_learning_rate``): sampling, weighting, the cap on Poisson slots, privacy
+    guards and which metrics a round returns."""
+    dp = config.dp
+    return {
+        "clients_per_round": config.clients_per_round,
+        "size_weighted": dp is None,
+        "sampling": "fixed" if dp is None else dp.sampling,
+        "sampling_rate": config.clients_per_round / config.num_clients,
+        "max_clients": None if dp is None else dp.max_clients_per_round,
+        "private": dp is not None,
+        "log": "all" if dp is None else dp.log,
+    }
 
 
 def init_server_state(
@@ -103,27 +134,72 @@ def make_round(
     clients_per_round: int,
     size_weighted: bool = True,
     scaffold_learning_rate: float | None = None,
+    sampling: Literal["fixed", "poisson"] = "fixed",
+    sampling_rate: float | None = None,
+    max_clients: int | None = None,
+    private: bool = False,
+    log: Literal["all", "private"] = "all",
 ) -> Callable[[ServerState, ClientData], tuple[ServerState, Metrics]]:
     """``run_round(server, clients) -> (server, metrics)``, pure and unjitted.
 
-    Samples ``clients_per_round`` of ``clients`` (a :class:`ClientData`) without replacement,
-    trains them with one vmap of ``local_train``, aggregates ``Delta_k`` with weights
-    ``n_k / sum n`` (``size_weighted``) or ``1 / M`` (needed for DP), and steps the server.
+    ``sampling="fixed"`` draws ``clients_per_round`` (M) of ``clients`` (a
+    :class:`ClientData`) without replacement and weighs them ``n_k / sum n``
+    (``size_weighted``) or ``1 / M``. ``sampling="poisson"`` lets every client join
+    independently with probability ``sampling_rate`` (default ``M / N``) and weighs each
+    sampled client ``1 / M`` whatever the cohort's size (a fixed denominator, so one client
+    moves the mean by at most ``C / M`` after clipping); to keep one compiled shape it trains
+    ``max_clients`` slots (default all N clients; the unsampled ones are masked out, so a
+    round costs ``N / M`` times the fixed-size one; with fewer slots than sampled clients a
+    uniformly random subset is kept). The clients train with one vmap of ``local_train``,
+    ``Delta_k`` are aggregated, and the server steps.
+
     With ``scaffold_learning_rate`` (the client learning rate), SCAFFOLD: clients correct
     their gradients by ``c - c_k`` and update ``c_k <- c_k - c - Delta_k / (K_k * lr)``; the
-    server sets ``c <- c + sum_k (c_k' - c_k) / N``. Metrics (f32 scalars): ``loss`` and
-    ``loss_std`` (the clients' mean local training losses), ``update_norm``, ``local_steps``,
-    ``examples`` and the aggregator's.
+    server sets ``c <- c + sum_k (c_k' - c_k) / N``. ``private`` (the aggregator clips and
+    noises) refuses what the noise does not cover: SCAFFOLD's control variates and a model
+    state (BatchNorm statistics) averaged in the clear.
+
+    Metrics (f32 scalars): ``noisy_update_norm`` (the norm of the released mean update) and,
+    with ``log="all"``, the raw ones (outside any privacy guarantee): ``loss`` and
+    ``loss_std`` (the sampled clients' mean local training losses), ``update_norm``,
+    ``local_steps``, ``examples``, ``clients`` (the cohort's size) and the aggregator's.
     """
     scaffold = scaffold_learning_rate is not None
+    if sampling not in ("fixed", "poisson"):
+        raise ValueError(f"sampling: expected fixed or poisson, got {sampling!r}")
+    if sampling == "poisson" and size_weighted:
+        raise ValueError(
+            "size_weighted: Poisson sampling needs equal weights over the fixed denominator "
+            "clients_per_round (pass size_weighted=False)"
+        )
+    if scaffold and (private or sampling == "poisson"):
+        raise ValueError(
+            "algorithm: scaffold cannot be combined with dp: its control variates are built "
+            "from unclipped updates and shared without noise"
+        )
     trained = jax.vmap(local_train, in_axes=(None, None, 0, 0, 0 if scaffold else None))
 
     def run_round(server: ServerState, clients: ClientData) -> tuple[ServerState, Metrics]:
+        if private and jax.tree.leaves(server.model_state):
+            raise ValueError(
+                "federated.dp: the model has state (BatchNorm statistics) that clients would "
+                "average without clipping or noise; use a model without BatchNorm "
+                "(model.batch_norm: false) or remove federated.dp"
+            )
         num_clients = clients.sizes.shape[0]
         key = jax.random.fold_in(server.rng, server.round)
         sample_key, train_key, aggregate_key = jax.random.split(key, 3)
-        ids = jax.random.choice(sample_key, num_clients, (clients_per_round,), replace=False)
-        cohort_data = clients.cohort(ids)
+        if sampling == "poisson":
+            rate = clients_per_round / num_clients if sampling_rate is None else sampling_rate
+            ids, mask = poisson_sample(sample_key, num_clients, rate, max_clients)
+            active = mask.astype(jnp.float32)
+        else:
+            ids = jax.random.choice(sample_key, num_clients, (clients_per_round,), replace=False)
+            active = None
+        if sampling == "poisson" and ids.shape[0] == num_clients:  # every client, in order
+            cohort_data = clients.cohort(slice(None))
+        else:
+            cohort_data = clients.cohort(ids)
         keys = jax.vmap(lambda i: jax.random.fold_in(train_key, i))(ids)
         correction = None
         if scaffold:
@@ -133,8 +209,15 @@ def make_round(
         result = trained(server.params, server.model_state, cohort_data, keys, correction)
         deltas = jax.tree.map(lambda w, g: w - g, result.params, server.params)
         sizes = cohort_data.size.astype(jnp.float32)
+        if active is not None:
+            sizes = sizes * active
         by_size = sizes / jnp.maximum(jnp.sum(sizes), 1.0)
-        weights = by_size if size_weighted else jnp.full_like(sizes, 1.0 / clients_per_round)
+        if active is not None:
+            weights = active / clients_per_round
+        elif size_weighted:
+            weights = by_size
+        else:
+            weights = jnp.full_like(sizes, 1.0 / clients_per_round)
         mean_delta, aggregated = aggregate(aggregator, deltas, Cohort(ids, weights), aggregate_key)
 
         pseudo_gradient = jax.tree.map(jnp.negative, mean_delta)
@@ -154,18 +237,40 @@ def make_round(
             opt_state=opt_state,
             controls=controls,
         )
-        norms = jax.vmap(optax.global_norm)(deltas)
-        metrics = {
-            "loss": jnp.mean(result.loss),
-            "loss_std": jnp.std(result.loss),
-            "update_norm": jnp.mean(norms),
-            "local_steps": jnp.mean(result.steps.astype(jnp.float32)),
-            "examples": jnp.sum(sizes),
-            **aggregated,
-        }
+        metrics = {"noisy_update_norm": optax.global_norm(mean_delta)}
+        if log == "all":
+            metrics |= _raw_metrics(result, deltas, sizes, active) | aggregated
         return new_server, metrics
 
     return run_round
+
+
+def _raw_metrics(result: LocalResult, deltas, sizes, active) -> Metrics:
+    """The cohort's loss, loss spread, update norm, local steps, examples and size, computed
+    from raw client data (outside any privacy guarantee); ``active`` f32[K] masks Poisson
+    slots (None: every row is a sampled client)."""
+    norms = jax.vmap(optax.global_norm)(deltas)
+    steps = result.steps.astype(jnp.float32)
+    if active is None:
+        return {
+            "loss": jnp.mean(result.loss),
+            "loss_std": jnp.std(result.loss),
+            "update_norm": jnp.mean(norms),
+            "local_steps": jnp.mean(steps),
+            "examples": jnp.sum(sizes),
+            "clients": jnp.asarray(result.loss.shape[0], jnp.float32),
+        }
+    count = jnp.sum(active)
+    mean = lambda x: jnp.sum(x * active) / jnp.maximum(count, 1.0)  # noqa: E731
+    loss = mean(result.loss)
+    return {
+        "loss": loss,
+        "loss_std": jnp.sqrt(mean((result.loss - loss) ** 2)),
+        "update_norm": mean(norms),
+        "local_steps": mean(steps),
+        "examples": jnp.sum(sizes),
+        "clients": count,
+    }
 
 
 def _scaffold_controls(controls, ids, deltas, steps, learning_rate, num_clients):

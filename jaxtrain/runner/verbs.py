@@ -128,6 +128,7 @@ def federated_run(
         check_verb(load_config(run_dir / CONFIG_FILE, overrides), "federated", run_dir)
         with run_lock(run_dir):
             config, data = resumed_config(run_dir, overrides)
+            _check_calibrated_rounds(config, overrides)
             with stop_on_signals() as preemption:
                 return run_federated(
                     config, run_dir, data, resume=True, progress=progress, callbacks=(preemption,)
@@ -147,6 +148,17 @@ def federated_run(
     run_dir = start_run(config, runs_dir, data)
     with run_lock(run_dir), stop_on_signals() as preemption:
         return run_federated(config, run_dir, data, progress=progress, callbacks=(preemption,))
+
+
+def _check_calibrated_rounds(config, overrides: Sequence[str]) -> None:
+    """A noise calibrated to a target epsilon holds for the rounds it was calibrated for."""
+    dp = config.federated.dp if config.federated else None
+    changed = any(o.split("=", 1)[0].strip() == "federated.rounds" for o in overrides)
+    if dp is not None and dp.target_epsilon is not None and changed:
+        raise ConfigError(
+            "federated.rounds: cannot change on resume when federated.dp.target_epsilon "
+            "calibrated the noise to the total rounds"
+        )
 
 
 def sweep_run(
