@@ -154,7 +154,9 @@ def class_ids(
             check_finite(where, name, y)
             if np.any(y != np.round(y)):
                 value = y[np.flatnonzero(y != np.round(y))[0]]
-                raise ValueError(f"{where}: {name} holds {value}, not a class id (an integer).")
+                raise ValueError(
+                    f"{where}: {name} holds {_shown(value)}, not a class id (an integer)."
+                )
         elif y.dtype.kind not in "biu":
             raise ValueError(
                 f"{where}: {name} holds {y.dtype} labels; pass labels=[...] listing the classes "
@@ -165,7 +167,7 @@ def class_ids(
         if outside.any():
             first = int(np.flatnonzero(outside)[0])
             raise ValueError(
-                f"{where}: {name} holds label {y[first]!r} (row {first}), outside the "
+                f"{where}: {name} holds label {_shown(y[first])} (row {first}), outside the "
                 f"{num_classes} classes [0, {num_classes}) of the scores; pass labels=[...] if "
                 "the classes are other values."
             )
@@ -185,7 +187,12 @@ def class_ids(
     if not found.all():
         first = int(np.flatnonzero(~found)[0])
         raise ValueError(
-            f"{where}: {name} holds label {y[first]!r} (row {first}), not one of labels "
+            f"{where}: {name} holds label {_shown(y[first])} (row {first}), not one of labels "
             f"{classes.tolist()}."
         )
     return order[position].astype(np.int64)
+
+
+def _shown(value: Any) -> str:
+    """A label as the user wrote it: ``3``, ``'cat'`` (not ``np.int64(3)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)

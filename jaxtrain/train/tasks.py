@@ -68,7 +68,9 @@ def classification(num_classes: int, label_smoothing: float = 0.0) -> Task:
         return {
             "loss_sum": jnp.sum(jnp.where(mask, loss(logits, labels), 0.0)),
             "count": jnp.sum(mask.astype(jnp.int32)),
-            "confusion": confusion_matrix(labels, jnp.argmax(logits, -1), num_classes, mask),
+            "confusion": confusion_matrix(
+                labels, jnp.argmax(logits, -1), num_classes=num_classes, mask=mask
+            ),
         }
 
     def finalize(sums):
