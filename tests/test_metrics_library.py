@@ -371,6 +371,10 @@ BAD_INPUTS = {
         lambda: M.demographic_parity_difference([0, 1], [0, 1], sensitive_features=[0, 1, 1]),
         "different numbers of rows",
     ),
+    "group outside num_groups": (
+        lambda: M.group_metrics([0, 1], [0, 1], [0, 4], 2),
+        r"group 4 \(row 1\) is not in \[0, num_groups=2\)",
+    ),
     "binary average on three classes": (lambda: M.f1([0, 1, 2], [0, 1, 2]), "average='binary'"),
     "unknown pos_label": (
         lambda: M.average_precision([0, 1], [0.2, 0.7], pos_label=2),

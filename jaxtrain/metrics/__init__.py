@@ -10,14 +10,7 @@ the same functions are pure ``jax.numpy`` reductions (counts that set shapes sta
 """
 
 from jaxtrain.metrics.bootstrap import bootstrap_ci, bootstrap_ci_weighted, bootstrap_indices
-from jaxtrain.metrics.classification import (
-    accuracy,
-    classification_metrics,
-    confusion_matrix,
-    f1,
-    precision,
-    recall,
-)
+from jaxtrain.metrics.classification import classification_metrics, confusion_matrix
 from jaxtrain.metrics.fairness import (
     apply_thresholds,
     demographic_parity_difference,
@@ -45,6 +38,7 @@ from jaxtrain.metrics.ranking import (
     roc_curve,
 )
 from jaxtrain.metrics.regression import mae, mse, r2, rmse
+from jaxtrain.metrics.scores import accuracy, f1, precision, recall
 
 __all__ = [
     "accuracy",

@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def is_traced(*values: Any) -> bool:
@@ -40,11 +41,6 @@ def float_dtype(xp: ModuleType, *arrays: Any) -> Any:
     if xp is np:
         return np.float64
     return jnp.result_type(*(a.dtype for a in arrays), jnp.float32)
-
-
-def scalar(xp: ModuleType, value: Any) -> Any:
-    """A Python float eagerly, the array under a transformation."""
-    return float(value) if xp is np else value
 
 
 def output(xp: ModuleType, value: Any) -> Any:
@@ -84,6 +80,26 @@ def map_rows(xp: ModuleType, fn: Callable, *arrays: Any) -> Any:
     if xp is np:
         return np.stack([np.asarray(fn(*row)) for row in zip(*arrays, strict=True)])
     return jax.vmap(fn)(*arrays)
+
+
+def bool_mask(xp: ModuleType, mask: ArrayLike | None, shape: tuple[int, ...], where: str) -> Any:
+    """bool ``shape``: ``mask`` as booleans (0/1 numbers allowed), all True when None."""
+    if mask is None:
+        return xp.ones(shape, bool)
+    mask = xp.asarray(mask)
+    if mask.shape != shape:
+        raise ValueError(f"{where}: mask must have shape {shape}; got {mask.shape}.")
+    return mask.astype(bool)
+
+
+def divide_or_zero(
+    xp: ModuleType, numerator: Any, denominator: Any, dtype: Any = jnp.float32
+) -> Any:
+    """numerator / denominator in ``dtype``, 0 where the denominator is 0 (sklearn's 0/0 -> 0)."""
+    numerator = xp.asarray(numerator).astype(dtype)
+    denominator = xp.asarray(denominator).astype(dtype)
+    zero = denominator == 0
+    return xp.where(zero, 0.0, numerator / xp.where(zero, 1.0, denominator)).astype(dtype)
 
 
 # --- eager checks ------------------------------------------------------------------------------
@@ -196,3 +212,109 @@ def class_ids(
 def _shown(value: Any) -> str:
     """A label as the user wrote it: ``3``, ``'cat'`` (not ``np.int64(3)``)."""
     return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+# --- labels -> class indices (classification) ----------------------------------------------
+
+
+def host_labels(
+    y_true: Any, y_pred: Any, labels: Any, num_classes: int | None, where: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(classes [K], true index [n], predicted index [n]); -1 where not a class. Eager."""
+    y_true = host_array(y_true, "y_true", where)
+    y_pred = host_array(y_pred, "y_pred", where)
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.ndim != 1:
+            raise ValueError(
+                f"{where}: {name} must have shape [n] (one label per row); got {y.shape}."
+            )
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError(f"{where}: {name} holds NaN or infinite labels.")
+    check_lengths(where, y_true=y_true, y_pred=y_pred)
+    if labels is not None:
+        classes = np.asarray(labels)
+        if classes.ndim != 1 or len(classes) == 0:
+            raise ValueError(f"{where}: labels must be a non-empty list of classes.")
+        if len(np.unique(classes)) != len(classes):
+            raise ValueError(f"{where}: labels lists a class twice: {classes.tolist()}.")
+    elif num_classes is not None:
+        classes = np.arange(static_int(num_classes, "num_classes", where))
+    else:
+        try:
+            classes = np.unique(np.concatenate([y_true, y_pred]))
+        except TypeError:
+            raise ValueError(
+                f"{where}: y_true and y_pred mix label types ({y_true.dtype}, {y_pred.dtype})."
+            ) from None
+    return classes, label_index(classes, y_true), label_index(classes, y_pred)
+
+
+def label_index(classes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Position of each value in ``classes``, -1 if absent."""
+    order = np.argsort(classes, kind="stable")
+    ordered = classes[order]
+    try:
+        position = np.clip(np.searchsorted(ordered, values), 0, len(classes) - 1)
+        found = ordered[position] == values
+    except TypeError:
+        raise ValueError(
+            "labels and the values in y_true / y_pred are of different types."
+        ) from None
+    return np.where(found, order[position], -1)
+
+
+def traced_labels(
+    y_true: Any, y_pred: Any, labels: Any, num_classes: int | None, where: str
+) -> tuple[int, Any, Any]:
+    """(K, true index, predicted index); -1 where not a class. Under a transformation."""
+    y_true, y_pred = jnp.asarray(y_true), jnp.asarray(y_pred)
+    if y_true.ndim != 1 or y_true.shape != y_pred.shape:
+        raise ValueError(
+            f"{where}: y_true and y_pred must both have shape [n]; got {y_true.shape} and "
+            f"{y_pred.shape}."
+        )
+    if labels is not None:
+        classes = jnp.asarray(np.asarray(labels))
+        index = lambda y: jnp.where(  # noqa: E731
+            jnp.any(y[:, None] == classes, 1), jnp.argmax(y[:, None] == classes, 1), -1
+        )
+        return classes.shape[0], index(y_true), index(y_pred)
+    if num_classes is None:
+        raise TypeError(
+            f"{where}: under jax.jit pass num_classes (a static Python int) or labels; the "
+            "classes cannot be read from traced values."
+        )
+    k = static_int(num_classes, "num_classes", where)
+    inside = lambda y: jnp.where((y >= 0) & (y < k), y, -1).astype(jnp.int32)  # noqa: E731
+    return k, inside(y_true), inside(y_pred)
+
+
+def row_weights(xp: ModuleType, sample_weight: Any, mask: Any, n: int, where: str) -> Any:
+    """Per-row weights: integers (exact counts) unless ``sample_weight`` is float."""
+    if xp is np:
+        weight = None
+        if sample_weight is not None:
+            raw = host_array(sample_weight, "sample_weight", where)
+            weight = check_weights(where, raw, n)
+            if raw.dtype.kind in "biu":
+                weight = raw.astype(np.int64)
+        if mask is not None:
+            keep = host_array(mask, "mask", where)
+            if keep.shape != (n,):
+                raise ValueError(f"{where}: mask must have shape [{n}]; got {keep.shape}.")
+            keep = keep.astype(bool)
+            weight = keep.astype(np.int64) if weight is None else np.where(keep, weight, 0)
+        return np.ones(n, np.int64) if weight is None else weight
+    weight = jnp.ones(n, jnp.int32)
+    if sample_weight is not None:
+        weight = jnp.asarray(sample_weight)
+        if not jnp.issubdtype(weight.dtype, jnp.floating):
+            weight = weight.astype(jnp.int32)
+    if mask is not None:
+        keep = jnp.asarray(mask)
+        if keep.shape != (n,):
+            raise ValueError(f"{where}: mask must have shape {(n,)} like y_true; got {keep.shape}.")
+        weight = jnp.where(keep.astype(bool), weight, jnp.zeros((), weight.dtype))
+    if weight.shape != (n,):
+        raise ValueError(f"{where}: sample_weight must have shape [{n}]; got {weight.shape}.")
+    return weight
