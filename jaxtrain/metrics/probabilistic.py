@@ -51,12 +51,18 @@ def _scores(xp: ModuleType, values: Any, name: str, where: str) -> Any:
 
 
 def _labels(
-    xp: ModuleType, y_true: Any, num_classes: int, labels: Any, n: int, where: str
+    xp: ModuleType,
+    y_true: Any,
+    num_classes: int,
+    labels: Any,
+    n: int,
+    where: str,
+    scores_name: str = "y_proba",
 ) -> tuple[Any, Any]:
     """(int ids [n], bool valid [n]): checked eagerly (all valid), masked when traced."""
     if xp is np:
         y = host_array(y_true, "y_true", where)
-        check_lengths(where, y_true=y, scores=np.empty(n))
+        check_lengths(where, **{"y_true": y, scores_name: np.empty(n)})
         ids = class_ids(where, y, num_classes, labels)
         return ids, np.ones(n, bool)
     y = jnp.asarray(y_true)
@@ -191,7 +197,7 @@ def top_k_accuracy(
     if xp is np:
         check_lengths("top_k_accuracy", y_score=scores)
     num_classes = 2 if scores.ndim == 1 else scores.shape[1]
-    ids, valid = _labels(xp, y_true, num_classes, labels, n, "top_k_accuracy")
+    ids, valid = _labels(xp, y_true, num_classes, labels, n, "top_k_accuracy", "y_score")
     weight = _weights(xp, sample_weight, n, scores.dtype, "top_k_accuracy")
     if scores.ndim == 1:
         if k >= 2:
@@ -284,7 +290,7 @@ def _confidence_outcome(y_true: ArrayLike, y_prob: ArrayLike, name: str):
             bad = p.max() if p.max() > 1 else p.min()
             raise ValueError(f"{name}: y_prob holds {bad}, outside [0, 1]; pass probabilities.")
     num_classes = 2 if p.ndim == 1 else p.shape[1]
-    ids, valid = _labels(xp, y_true, num_classes, None, p.shape[0], name)
+    ids, valid = _labels(xp, y_true, num_classes, None, p.shape[0], name, "y_prob")
     if p.ndim == 1:
         return xp, p, (ids == 1).astype(p.dtype), valid
     correct = xp.argmax(p, axis=1) == ids
