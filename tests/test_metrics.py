@@ -187,7 +187,7 @@ def test_confusion_matrix_ignores_out_of_range_like_sklearn_labels_range():
 
 def test_confusion_matrix_rejects_traced_num_classes():
     with pytest.raises(TypeError, match="static_argnames"):
-        jax.jit(confusion_matrix)(jnp.zeros(3, jnp.int32), jnp.zeros(3, jnp.int32), 2)
+        jax.jit(confusion_matrix)(jnp.zeros(3, jnp.int32), jnp.zeros(3, jnp.int32), num_classes=2)
 
 
 # ---------------------------------------------------------------------------------------------

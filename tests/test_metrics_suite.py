@@ -90,7 +90,9 @@ def test_binary_ranking_metrics_equal_sklearn(case):
 
 def test_ranking_degenerate_labels():
     s = np.linspace(0, 1, 10, dtype=np.float32)
-    assert np.isnan(roc_auc(np.ones(10, int), s))  # scikit-learn raises: one class only
+    assert np.isnan(skm.roc_auc_score(np.ones(10, int), s))  # one class only: NaN, a warning
+    assert np.isnan(roc_auc(np.ones(10, int), s))
+    assert np.isnan(jax.jit(roc_auc)(np.ones(10, int), s))
     no_positive = np.zeros(10, int)
     assert float(average_precision(no_positive, s)) == skm.average_precision_score(no_positive, s)
     for a, b in zip(
@@ -129,7 +131,9 @@ def test_ovr_ranking_metrics_equal_sklearn(ties, average):
 def test_ovr_with_absent_class_is_nan():
     y, probs = _multiclass(2, k=4)
     y = np.where(y == 3, 0, y)
+    assert np.isnan(skm.roc_auc_score(y, probs, multi_class="ovr", labels=range(4)))
     assert np.isnan(roc_auc_ovr(y, probs))
+    assert np.isnan(jax.jit(roc_auc_ovr)(y, probs))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,17 +252,20 @@ PAIRS = [
 def test_regression_metrics_equal_sklearn(case):
     y, pred = REGRESSION[case]
     weight = np.random.default_rng(8).random(len(y)).astype(np.float32)
+    # The reference sees float64 copies: scikit-learn keeps float32 inputs float32, whose
+    # weighted mean of a constant column is off by an ulp (its r2 is then -1e14, not 0).
+    y64, pred64, weight64 = np.float64(y), np.float64(pred), np.float64(weight)
     for ours, ref in PAIRS:
         for multioutput in ("uniform_average", "raw_values"):
             fn = jax.jit(ours, static_argnames="multioutput") if case == "multi" else ours
-            _close(fn(y, pred, multioutput=multioutput), ref(y, pred, multioutput=multioutput))
+            _close(fn(y, pred, multioutput=multioutput), ref(y64, pred64, multioutput=multioutput))
             _close(
                 fn(y, pred, weight, multioutput=multioutput),
-                ref(y, pred, sample_weight=weight, multioutput=multioutput),
+                ref(y64, pred64, sample_weight=weight64, multioutput=multioutput),
             )
     _close(
         r2(y, pred, multioutput="variance_weighted"),
-        skm.r2_score(y, pred, multioutput="variance_weighted"),
+        skm.r2_score(y64, pred64, multioutput="variance_weighted"),
     )
 
 
@@ -299,8 +306,9 @@ def test_bootstrap_of_auc_equals_numpy_loop():
     key = jax.random.key(3)
     point, low, high = bootstrap_ci(roc_auc, y, s, key=key, n_resamples=100)
     indices = np.asarray(bootstrap_indices(key, len(y), 100))
-    values = np.array([roc_auc(y[rows], s[rows]) for rows in indices])  # eager, one by one
-    assert float(point) == float(roc_auc(y, s))
+    # Eager, one by one (float64 NumPy, rounded to the float32 the vmapped resamples hold).
+    values = np.array([roc_auc(y[rows], s[rows]) for rows in indices], np.float32)
+    assert float(point) == float(np.float32(roc_auc(y, s)))
     assert float(low) == np.quantile(values, 0.025)
     assert float(high) == np.quantile(values, 0.975)
 
@@ -340,3 +348,55 @@ def test_weighted_bootstrap_matches_plain_and_ignores_padding():
     point, low, high = results[0]
     assert float(point) == float(_accuracy(y, p))
     assert low < point < high
+
+
+def _r2_reference(y, pred, **kwargs):
+    """scikit-learn on float64 copies: its float32 mean of a constant can round off too."""
+    return skm.r2_score(np.float64(y), np.float64(pred), **kwargs)
+
+
+@pytest.mark.parametrize("value", [3.0, 0.1, -7.25, 1e5 + 0.5])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_r2_of_a_constant_float32_target_follows_sklearn(value, weighted):
+    """Seven 3.0s have a float32 mean of 3.0000002: SS_tot is still exactly 0."""
+    y = np.full(7, value, np.float32)
+    wrong = y + np.float32(0.5)
+    weight = np.arange(1, 8, dtype=np.float32) if weighted else None
+    jitted = jax.jit(r2, static_argnames=("multioutput", "force_finite"))
+    for pred in (wrong, y):
+        for force_finite in (True, False):
+            expected = _r2_reference(y, pred, sample_weight=weight, force_finite=force_finite)
+            for fn in (r2, jitted):
+                got = float(fn(y, pred, weight, force_finite=force_finite))
+                np.testing.assert_equal(got, expected)  # 0.0, 1.0, -inf or NaN exactly
+
+
+def test_r2_multi_output_with_a_constant_column_follows_sklearn():
+    rng = np.random.default_rng(11)
+    y = np.stack([np.full(50, 3.0), rng.standard_normal(50) + 300.0, np.full(50, 1e3)], 1)
+    y = y.astype(np.float32)
+    pred = (y + 0.1 * rng.standard_normal(y.shape)).astype(np.float32)
+    pred[:, 2] = y[:, 2]  # a constant column predicted exactly: 1.0
+    weight = rng.random(50).astype(np.float32)
+    for multioutput in ("raw_values", "uniform_average", "variance_weighted", [1.0, 2.0, 3.0]):
+        for w in (None, weight):
+            for force_finite in (True, False):
+                expected = _r2_reference(
+                    y, pred, sample_weight=w, multioutput=multioutput, force_finite=force_finite
+                )
+                got = r2(y, pred, w, multioutput=multioutput, force_finite=force_finite)
+                np.testing.assert_allclose(got, expected, rtol=1e-9)
+                if isinstance(multioutput, str):
+                    jitted = jax.jit(r2, static_argnames=("multioutput", "force_finite"))
+                    traced = jitted(y, pred, w, multioutput=multioutput, force_finite=force_finite)
+                    np.testing.assert_allclose(traced, expected, rtol=2e-5)
+
+
+def test_r2_ignores_rows_of_zero_weight_when_deciding_constancy():
+    y = np.array([2.0, 2.0, 2.0, 9.0], np.float32)
+    pred = np.array([2.5, 1.5, 2.0, 0.0], np.float32)
+    weight = np.array([1.0, 2.0, 3.0, 0.0], np.float32)
+    expected = _r2_reference(y, pred, sample_weight=weight)
+    assert expected == 0.0
+    assert r2(y, pred, weight) == expected
+    assert float(jax.jit(r2)(y, pred, weight)) == expected

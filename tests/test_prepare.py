@@ -126,7 +126,7 @@ def test_csv_cleaning_config_finds_exactly_the_planted_defects() -> None:
     assert invalid["columns"] == {
         "malic_acid: not a finite number": 1,
         "alcohol: outside [10.0, 16.0]": 2,
-        "label: missing or not in the label set": 1,
+        "cultivar: missing or not in the label set": 1,
     }
     missing = report.step("missing")
     assert missing["rows"] == sorted(planted["missing_numbers"] + planted["missing_cellar"])
@@ -200,7 +200,7 @@ def _source_rows(data, config, split: str) -> np.ndarray:
     from jaxtrain.data.clean import apply_rules
     from jaxtrain.data.dataset import _read_table, cleaning_rules, split_rows
 
-    table, _, task = _read_table(config, {})
+    table, _, task, _ = _read_table(config, {})
     table, _ = apply_rules(table, cleaning_rules(config.prepare, task))
     rows = dict(split_rows(table, {"validation": 0.15, "test": 0.2}, "grouped", config))
     return table.rows[rows[split]]

@@ -78,6 +78,13 @@ class PrepareConfig:
     the label set. ``fill_value`` is what ``missing: constant`` fills in (a number for numeric
     columns, text for categorical ones); ``add_indicator`` adds a 0/1 ``<column>_missing``
     feature for every column that had missing values in the training split.
+
+    ``max_drop_fraction`` caps the share of the training split that the dropping rules may
+    remove together (see :func:`jaxtrain.data.clean.drop_summary`); past it preparation
+    fails, naming the rules. The default 0.5: the defaults drop nothing (they only report),
+    ordinary cleaning removes a few percent (duplicates, invalid rows, 5-20% label noise),
+    and once half of the training data is gone the cleaning rules, not the data, decide what
+    the model learns; 1.0 turns the cap off.
     """
 
     duplicates: Action = "report"
@@ -92,6 +99,7 @@ class PrepareConfig:
     label_errors: LabelErrorsConfig = Field(default_factory=LabelErrorsConfig)
     leakage: LeakageAction = "report"
     class_weights: Literal["none", "balanced"] = "none"
+    max_drop_fraction: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.5
 
     @model_validator(mode="after")
     def _constant_needs_a_value(self) -> PrepareConfig:

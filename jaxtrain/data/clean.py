@@ -10,7 +10,7 @@ training split only.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -54,21 +54,28 @@ def invalid_values(
     ranges: dict[str, tuple[float | None, float | None]],
     categories: dict[str, tuple[str, ...]],
     task: str,
+    label_column: str = "label",
+    raw_labels: dict[int, Any] | None = None,
 ) -> Rule:
     """Non-finite numbers (±inf; NaN is a missing value), numbers outside ``ranges``,
     categories outside ``categories``, and missing or unknown labels (id -1; regression: a
-    target that is not a finite number). ``action``: ``drop`` the rows, or ``error``."""
+    target that is not a finite number) in ``label_column``. ``action``: ``drop`` the rows,
+    or ``error``: one line naming the column, the first bad value as written and its row
+    (``raw_labels`` maps a source row to its label as read, for the rows whose label is
+    invalid; without it the label's id or number is shown)."""
 
     def check(table: Table) -> Finding:
         _check_columns(table, ranges, "ranges", table.numeric_names)
         _check_columns(table, categories, "categories", table.categorical_names)
         problems: dict[str, np.ndarray] = {}  # "column: what" -> bool [n]
+        value_of: dict[str, Callable[[int], Any]] = {}  # the bad value of row position i
         numeric = table.numeric.reshape(len(table), -1)
         if np.issubdtype(numeric.dtype, np.floating):
             infinite = np.isinf(numeric)
             if table.is_columnar:
                 for j, name in enumerate(table.numeric_names):
                     problems[f"{name}: not a finite number"] = infinite[:, j]
+                    value_of[f"{name}: not a finite number"] = lambda i, j=j: numeric[i, j]
             else:
                 problems["inputs: not a finite number"] = infinite.any(axis=1)
         for name, (low, high) in ranges.items():
@@ -77,16 +84,23 @@ def invalid_values(
                 outside = (values < low if low is not None else False) | (
                     values > high if high is not None else False
                 )
-            problems[f"{name}: outside [{low}, {high}]"] = np.asarray(outside) & ~np.isnan(values)
+            key = f"{name}: outside [{low}, {high}]"
+            problems[key] = np.asarray(outside) & ~np.isnan(values)
+            value_of[key] = lambda i, values=values: values[i]
         for name, allowed in categories.items():
             cells = table.categorical[:, table.categorical_names.index(name)]
-            problems[f"{name}: not one of {list(allowed)}"] = np.array(
-                [c is not None and c not in allowed for c in cells], bool
-            )
-        if task == "classification":
-            problems["label: missing or not in the label set"] = table.labels == MISSING_LABEL
-        elif task == "regression":
-            problems["label: missing or not a finite number"] = ~np.isfinite(table.labels)
+            key = f"{name}: not one of {list(allowed)}"
+            problems[key] = np.array([c is not None and c not in allowed for c in cells], bool)
+            value_of[key] = lambda i, cells=cells: cells[i]
+        if task in ("classification", "regression"):
+            if task == "classification":
+                key = f"{label_column}: missing or not in the label set"
+                problems[key] = table.labels == MISSING_LABEL
+            else:
+                key = f"{label_column}: missing or not a finite number"
+                problems[key] = ~np.isfinite(table.labels)
+            written = raw_labels or {}
+            value_of[key] = lambda i: written.get(int(table.rows[i]), table.labels[i])
         problems = {k: v for k, v in problems.items() if v.any()}
         bad = np.zeros(len(table), bool)
         for mask in problems.values():
@@ -94,10 +108,12 @@ def invalid_values(
         if problems and action == "error":
             what, mask = next(iter(problems.items()))
             column, _, reason = what.partition(": ")
+            first = int(np.flatnonzero(mask)[0])
+            shown = f", value {_written(value_of[what](first))}" if what in value_of else ""
             raise DatasetError(
                 f"data.prepare.invalid: column {column!r}: {reason} in {int(mask.sum())} row(s) "
-                f"(first: row {int(table.rows[mask][0])}); {int(bad.sum())} invalid row(s) in "
-                "all. Fix the data, or set data.prepare.invalid: drop"
+                f"(first: row {int(table.rows[first])}{shown}); {int(bad.sum())} invalid "
+                "row(s) in all. Fix the data, or set data.prepare.invalid: drop"
             )
         record = {
             "rule": "invalid",
@@ -111,6 +127,17 @@ def invalid_values(
     return Rule("invalid", check)
 
 
+def _written(value: Any) -> str:
+    """A cell as the user wrote it: text quoted, a missing cell as (missing)."""
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return "(missing)"
+    if isinstance(value, str):
+        return repr(value) if value.strip() else "(missing)"
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def _check_columns(table: Table, declared: dict, key: str, columns: tuple[str, ...]) -> None:
     for name in declared:
         if name not in columns:
@@ -119,6 +146,55 @@ def _check_columns(table: Table, declared: dict, key: str, columns: tuple[str, .
                 f"{'numeric' if key == 'ranges' else 'categorical'} feature column "
                 f"({list(columns)})"
             )
+
+
+# --- how much cleaning removed -------------------------------------------------------------
+
+DROPPING_RULES = (
+    "invalid",
+    "missing",
+    "duplicates",
+    "conflicts",
+    "near_duplicates",
+    "label_errors",
+)
+WARN_DROP_SHARE = 0.1  # a warning on stderr from this share of the training split on
+
+
+def drop_summary(steps: Sequence[dict]) -> dict:
+    """The share of the training split that the cleaning rules removed, in all and per rule.
+
+    Each rule's ``share`` is of the rows it saw (its ``rows_in``). The rules before the split
+    act on every split alike, so the training split loses that share of its rows too;
+    ``label_errors`` acts on the training split alone. In all, ``share = 1 - prod(1 -
+    share_rule)``. Returns ``{"share": float, "rules": {rule: {"dropped": int, "share":
+    float}}}`` listing the rules that dropped rows, in order.
+    """
+    rules, kept = {}, 1.0
+    for step in steps:
+        dropped = step.get("rows_in", 0) - step.get("rows_out", 0)
+        if step["rule"] not in DROPPING_RULES or dropped <= 0:
+            continue
+        share = dropped / step["rows_in"]
+        rules[step["rule"]] = {"dropped": int(dropped), "share": round(share, 6)}
+        kept *= 1.0 - share
+    return {"share": round(1.0 - kept, 6), "rules": rules}
+
+
+def describe_drops(summary: dict) -> str:
+    """``"46.0% of the training split (label_errors 40.0%, duplicates 10.0%)"``."""
+    parts = ", ".join(f"{rule} {r['share']:.1%}" for rule, r in summary["rules"].items())
+    return f"{summary['share']:.1%} of the training split ({parts or 'no rule'})"
+
+
+def check_drop_share(summary: dict, max_fraction: float) -> None:
+    """DatasetError (one line, naming the key and the rules) past ``max_fraction``."""
+    if summary["share"] > max_fraction:
+        raise DatasetError(
+            f"data.prepare.max_drop_fraction: cleaning would drop {describe_drops(summary)}, "
+            f"more than the cap {max_fraction:g}; check those rules (set them to report) or "
+            "raise data.prepare.max_drop_fraction"
+        )
 
 
 # --- missing values -----------------------------------------------------------------------

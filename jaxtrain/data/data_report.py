@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 SHOWN_ROWS = 10  # the markdown lists this many rows per finding; the JSON lists more
+PROBABILITIES_FILE = "label_probabilities.npz"  # the label-error evidence, next to the report
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,12 @@ class DataReport:
     and ``label_errors`` after the split. ``missing``: missing cells per column and how they
     were handled. ``label_suspects``: likely label errors in the training split (row, given,
     predicted, margin). ``class_balance``: examples per class per split. ``leakage``: examples
-    shared between splits. Everything is JSON-ready.
+    shared between splits. ``dropped``: the share of the training split the cleaning rules
+    removed, in all and per rule (:func:`jaxtrain.data.clean.drop_summary`), with the cap.
+    Everything is JSON-ready except ``label_evidence``: the arrays confident learning worked
+    on (``rows``, ``labels``, ``probabilities``, ``class_names``), written beside the report as
+    ``label_probabilities.npz`` (plain arrays: ``np.load(path, allow_pickle=False)``), so that
+    ``confident_learning(probabilities, labels)`` re-derives the suspects.
     """
 
     name: str
@@ -34,6 +42,8 @@ class DataReport:
     class_weights: dict[str, float] | None = None
     leakage: dict = field(default_factory=dict)
     features: list[str] = field(default_factory=list)
+    dropped: dict = field(default_factory=dict)
+    label_evidence: dict[str, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     def step(self, rule: str) -> dict:
         """The record of step ``rule`` (e.g. ``"duplicates"``); KeyError if it did not run."""
@@ -43,14 +53,31 @@ class DataReport:
         raise KeyError(rule)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The JSON form; ``label_evidence`` is named by its file, not inlined."""
+        data = asdict(replace(self, label_evidence=None))
+        del data["label_evidence"]
+        if self.label_evidence is not None:
+            data["label_probabilities"] = PROBABILITIES_FILE
+        return data
 
 
 def write_data_report(run_dir: str | Path, report: DataReport) -> None:
-    """Write ``data_report.json`` and ``data_report.md`` into ``run_dir``."""
+    """Write ``data_report.json`` and ``data_report.md`` into ``run_dir``, and the label-error
+    evidence as ``label_probabilities.npz`` when there is some (each file to a temporary name
+    first, then renamed, so a kill never leaves half a file)."""
     run_dir = Path(run_dir)
-    (run_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-    (run_dir / "data_report.md").write_text(render_markdown(report))
+    if report.label_evidence is not None:
+        temporary = run_dir / f".{PROBABILITIES_FILE}.tmp"
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **report.label_evidence)
+        temporary.replace(run_dir / PROBABILITIES_FILE)
+    for name, text in (
+        ("data_report.json", json.dumps(report.to_dict(), indent=2)),
+        ("data_report.md", render_markdown(report)),
+    ):
+        temporary = run_dir / f".{name}.tmp"
+        temporary.write_text(text)
+        temporary.replace(run_dir / name)
 
 
 def render_markdown(report: DataReport) -> str:
@@ -73,6 +100,8 @@ def render_markdown(report: DataReport) -> str:
             f"| {s['rule']} | {s['action']} | {s['found']} | {s.get('rows_in', '')} "
             f"| {s.get('rows_out', '')} |"
         )
+    if report.dropped.get("rules"):
+        out += ["", _dropped_line(report.dropped)]
     out += ["", "## Findings", ""]
     for s in report.steps:
         if s["found"]:
@@ -116,6 +145,15 @@ def render_markdown(report: DataReport) -> str:
     else:
         out.append("No example sits in two splits.")
     return "\n".join(out) + "\n"
+
+
+def _dropped_line(dropped: dict) -> str:
+    rules = ", ".join(
+        f"{rule} {r['share']:.1%} ({r['dropped']} rows)" for rule, r in dropped["rules"].items()
+    )
+    cap = dropped.get("max_drop_fraction")
+    limit = f" (cap: data.prepare.max_drop_fraction = {cap:g})" if cap is not None else ""
+    return f"**Dropped {dropped['share']:.1%} of the training split**{limit}: {rules}."
 
 
 def _detail(record: dict) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -9,9 +10,13 @@ import numpy as np
 from jaxtrain.config import DataConfig
 from jaxtrain.config.prepare import PrepareConfig
 from jaxtrain.data.clean import (
+    WARN_DROP_SHARE,
     Rule,
     apply_rules,
+    check_drop_share,
     conflicts,
+    describe_drops,
+    drop_summary,
     exact_duplicates,
     fit_imputer,
     impute,
@@ -22,6 +27,7 @@ from jaxtrain.data.clean import (
 from jaxtrain.data.data_report import DataReport
 from jaxtrain.data.label_errors import training_split_suspects
 from jaxtrain.data.labels import (
+    MISSING_LABEL,
     balanced_class_weights,
     class_balance,
     infer_class_names,
@@ -143,8 +149,10 @@ def prepare_data(
     instead of refitting: evaluation and resume reuse them.
     """
     if is_table_path(config.path):
-        table, class_names, task = _read_table(config, (stats or {}).get("prepare") or {})
-        return prepare_table(table, class_names, task, config, config.path, normalizer, stats)
+        table, class_names, task, written = _read_table(config, (stats or {}).get("prepare") or {})
+        return prepare_table(
+            table, class_names, task, config, config.path, normalizer, stats, written
+        )
     raw = load_source(config)
     if "train" not in raw.splits:
         raise DatasetError(f"data.name: {config.name} has no 'train' split ({sorted(raw.splits)})")
@@ -169,11 +177,13 @@ def prepare_table(
     source: str,
     normalizer: Normalizer | None = None,
     stats: dict | None = None,
+    raw_labels: dict[int, object] | None = None,
 ) -> PreparedData:
     """Clean ``table``, split it, then impute, encode, find label errors and normalise with
     statistics fitted on the training split (or taken from ``stats``), and report each step.
 
-    labels in ``table``: int class ids (-1: missing or unknown) or float targets.
+    labels in ``table``: int class ids (-1: missing or unknown) or float targets;
+    ``raw_labels``: source row -> label as read, for the invalid ones (named in errors).
     """
     prepare, stored = config.prepare, (stats or {}).get("prepare") or {}
     stored_inputs, stored_targets = fitted_stats(stats)
@@ -186,7 +196,8 @@ def prepare_table(
             if value not in ("off", "none"):
                 raise DatasetError(f"data.prepare.{key}: {value} needs class labels ({task})")
     rows_in, carve = len(table), _carve(config, set(table.origin))
-    table, steps = apply_rules(table, cleaning_rules(prepare, task))
+    rules = cleaning_rules(prepare, task, config.label_column or "label", raw_labels)
+    table, steps = apply_rules(table, rules)
     method = _split_method(config, task)
     parts = {name: table.take(rows) for name, rows in split_rows(table, carve, method, config)}
     if config.classes is not None or config.train_examples_per_class is not None:
@@ -215,10 +226,10 @@ def prepare_table(
         parts, categories, config.encoding, config.unknown_categories
     )
     steps.append(record)
-    suspects = []
+    suspects, evidence = [], None
     if task == "classification" and prepare.label_errors.action != "off":
         train = parts["train"]
-        suspects, record = training_split_suspects(
+        suspects, record, evidence = training_split_suspects(
             train.rows,
             encoded["train"],
             train.labels,
@@ -231,6 +242,15 @@ def prepare_table(
         if prepare.label_errors.action == "drop":
             keep = ~np.isin(parts["train"].rows, [s["row"] for s in suspects])
             parts["train"], encoded["train"] = parts["train"].take(keep), encoded["train"][keep]
+    dropped = drop_summary(steps)
+    check_drop_share(dropped, prepare.max_drop_fraction)
+    if dropped["share"] >= WARN_DROP_SHARE:
+        print(
+            f"jaxtrain: warning: preparing {source} dropped {describe_drops(dropped)}; see "
+            f"data_report.md (cap: data.prepare.max_drop_fraction={prepare.max_drop_fraction:g})",
+            file=sys.stderr,
+        )
+    dropped["max_drop_fraction"] = prepare.max_drop_fraction
     _check_not_empty(parts, config)
     leakage = {"action": prepare.leakage, "found": 0, "pairs": {}}
     if prepare.leakage != "off":
@@ -286,6 +306,8 @@ def prepare_table(
         else {c: float(w) for c, w in zip(class_names, weights, strict=True)},
         leakage=leakage,
         features=list(names),
+        dropped=dropped,
+        label_evidence=evidence,
     )
     return PreparedData(
         config.name,
@@ -352,11 +374,17 @@ def select_classes(
     return selected, tuple(class_names[k] for k in kept)
 
 
-def cleaning_rules(prepare: PrepareConfig, task: str) -> list[Rule]:
+def cleaning_rules(
+    prepare: PrepareConfig,
+    task: str,
+    label_column: str = "label",
+    raw_labels: dict[int, object] | None = None,
+) -> list[Rule]:
     """The row rules of ``data.prepare``, in the order they run (before the split)."""
     near = prepare.near_duplicates
+    invalid = (prepare.invalid, prepare.ranges, prepare.categories, task, label_column, raw_labels)
     return [
-        invalid_values(prepare.invalid, prepare.ranges, prepare.categories, task),
+        invalid_values(*invalid),
         missing_values(prepare.missing),
         exact_duplicates(prepare.duplicates),
         conflicts(prepare.conflicts),
@@ -383,7 +411,9 @@ def split_rows(
     return [(name, rows[name]) for name in SPLITS]
 
 
-def _read_table(config: DataConfig, stored: dict) -> tuple[Table, tuple[str, ...], str]:
+def _read_table(
+    config: DataConfig, stored: dict
+) -> tuple[Table, tuple[str, ...], str, dict[int, object]]:
     table = load_table(
         config.path,
         config.label_column,
@@ -394,11 +424,20 @@ def _read_table(config: DataConfig, stored: dict) -> tuple[Table, tuple[str, ...
     )
     task = config.task or "classification"
     if task == "regression":
-        return replace(table, labels=regression_targets(table.labels)), (config.label_column,), task
+        targets = regression_targets(table.labels)
+        written = _written_labels(table, np.isfinite(targets))
+        return replace(table, labels=targets), (config.label_column,), task, written
     names = stored.get("class_names") or config.class_names or infer_class_names(table.labels)
     if not names:
         raise DatasetError(f"data.label_column: {config.label_column!r} holds no labels")
-    return replace(table, labels=label_ids(table.labels, tuple(names))), tuple(names), task
+    ids = label_ids(table.labels, tuple(names))
+    written = _written_labels(table, ids != MISSING_LABEL)
+    return replace(table, labels=ids), tuple(names), task, written
+
+
+def _written_labels(table: Table, valid: np.ndarray) -> dict[int, object]:
+    """Source row -> the label as read, for the rows whose label is invalid (for errors)."""
+    return {int(table.rows[i]): table.labels[i] for i in np.flatnonzero(~valid)}
 
 
 def _split_method(config: DataConfig, task: str) -> str:

@@ -2,7 +2,9 @@
 
 Out-of-fold probabilities come from k small models trained at once: one full-batch training
 function (``lax.scan`` of Adam steps on a fold-masked, weighted loss) vmapped over the folds,
-so the k-fold cross-validation is a single XLA program.
+so the k-fold cross-validation is a single XLA program. The suspects are exactly those of
+cleanlab's ``cleanlab.filter.find_label_issues(labels, pred_probs,
+filter_by="confident_learning")`` on the same probabilities (tested for equality).
 """
 
 from __future__ import annotations
@@ -17,14 +19,21 @@ import optax
 from jaxtrain.config.prepare import LabelErrorsConfig
 from jaxtrain.data.split import fold_ids
 
+# cleanlab's constants (cleanlab/internal/constants.py), so that the flags are the same.
+TOLERANCE = 1e-6  # a probability within this of a threshold reaches it
+THRESHOLD_FLOOR = 2 * TOLERANCE  # thresholds are clipped from below to this
+ABSENT_THRESHOLD = 2.0  # a class no example is labelled with: no probability reaches it
+
 
 class LabelSuspects(NamedTuple):
     """Examples whose given label the out-of-fold model confidently contradicts.
 
     indices: int64 [m] positions in the inputs, most suspicious first (largest margin);
     given, predicted: int32 [m] labels; margin: float32 [m], p(predicted) - p(given);
-    thresholds: float32 [K], per-class mean self-confidence; confident_joint: int64 [K, K]
-    counts of (given, confidently predicted) pairs.
+    thresholds: float32 [K], per-class mean self-confidence (``ABSENT_THRESHOLD`` for a class
+    no example carries, at least ``THRESHOLD_FLOOR``); confident_joint: int64 [K, K] counts of
+    (given, confidently predicted) pairs; probabilities: float32 [n, K], the out-of-fold
+    probabilities the suspects come from (None when given by the caller).
     """
 
     indices: np.ndarray
@@ -33,6 +42,7 @@ class LabelSuspects(NamedTuple):
     margin: np.ndarray
     thresholds: np.ndarray
     confident_joint: np.ndarray
+    probabilities: np.ndarray | None = None
 
 
 def make_fit(
@@ -122,26 +132,61 @@ def out_of_fold_probabilities(
 
 
 def confident_learning(probabilities: np.ndarray, labels: np.ndarray) -> LabelSuspects:
-    """Suspects from out-of-fold ``probabilities`` f32[n, K] and given ``labels`` int [n].
+    """Suspects from out-of-fold ``probabilities`` [n, K] and given ``labels`` int [n].
 
-    Per class j the threshold t_j is the mean probability of j over examples labelled j
-    (its self-confidence). An example's confident label is the most probable class among
-    those whose probability reaches their threshold; examples whose confident label differs
-    from the given one (the off-diagonal of the confident joint) are suspects, ranked by the
-    margin p(confident) - p(given).
+    The rule is cleanlab's ``find_label_issues(filter_by="confident_learning")``:
+
+    1. Per class j the threshold t_j is the mean probability of j over the examples labelled
+       j (its self-confidence), clipped from below at ``THRESHOLD_FLOOR``; a class that no
+       example is labelled with gets ``ABSENT_THRESHOLD`` (2: never reached).
+    2. Class j is confident for an example when ``p_j >= t_j - TOLERANCE``. An example with
+       one confident class takes it as its confident label; with several, its most probable
+       class overall; with none, it has no confident label and is never a suspect.
+    3. Suspects are the examples whose confident label differs from the given one (the
+       off-diagonal of the confident joint) ...
+    4. ... except those whose given label is (within ``TOLERANCE``) their most probable class:
+       ``[.5, .45, .05]`` labelled 0 is not a suspect even if class 1 is confident.
+
+    Suspects are ranked by the margin p(confident) - p(given), largest first (ties: by
+    position). Raises ValueError for labels outside ``[0, K)`` or probabilities that are not
+    finite or not [n, K].
     """
     p = np.asarray(probabilities, np.float64)
-    n, num_classes = p.shape
     labels = np.asarray(labels)
+    if p.ndim != 2 or labels.shape != (p.shape[0],):
+        raise ValueError(
+            "confident_learning: probabilities must be [n, K] and labels [n]; got "
+            f"{p.shape} and {labels.shape}"
+        )
+    if not np.isfinite(p).all():
+        raise ValueError("confident_learning: probabilities hold NaN or infinite values")
+    n, num_classes = p.shape
+    if labels.dtype.kind not in "iub":
+        raise ValueError(f"confident_learning: labels must be class ids; got dtype {labels.dtype}")
+    outside = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(outside):
+        raise ValueError(
+            f"confident_learning: label {labels[outside[0]]} (position {outside[0]}) is not a "
+            f"class id in [0, {num_classes})"
+        )
+    labels = labels.astype(np.int64)
     thresholds = np.array(
-        [p[labels == j, j].mean() if np.any(labels == j) else 1.0 for j in range(num_classes)]
+        [
+            p[labels == j, j].mean() if np.any(labels == j) else ABSENT_THRESHOLD
+            for j in range(num_classes)
+        ]
     )
-    above = p >= thresholds[None, :] - 1e-12
-    confident = np.where(above, p, -1.0).argmax(axis=1)
-    has_confident = above.any(axis=1)
+    thresholds = np.maximum(thresholds, THRESHOLD_FLOOR)
+    above = p >= thresholds[None, :] - TOLERANCE
+    count = above.sum(axis=1)
+    confident = np.where(count > 1, p.argmax(axis=1), above.argmax(axis=1))
+    has_confident = count > 0
     joint = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(joint, (labels[has_confident], confident[has_confident]), 1)
-    suspect = has_confident & (confident != labels)
+    favoured = p.copy()
+    favoured[np.arange(n), labels] += TOLERANCE
+    agrees = favoured.argmax(axis=1) == labels
+    suspect = has_confident & (confident != labels) & ~agrees
     indices = np.flatnonzero(suspect)
     margin = p[indices, confident[indices]] - p[indices, labels[indices]]
     order = np.argsort(-margin, kind="stable")
@@ -172,7 +217,7 @@ def find_label_errors(
     """
     assignment = fold_ids(len(y), folds, seed, labels=y)
     probabilities = out_of_fold_probabilities(x, y, num_classes, assignment, seed, **fit_options)
-    return confident_learning(probabilities, y)
+    return confident_learning(probabilities, y)._replace(probabilities=probabilities)
 
 
 def training_split_suspects(
@@ -183,11 +228,14 @@ def training_split_suspects(
     options: LabelErrorsConfig,
     seed: int,
     stored: list[dict] | None = None,
-) -> tuple[list[dict], dict]:
+) -> tuple[list[dict], dict, dict[str, np.ndarray] | None]:
     """Label suspects of the training split as JSON (``row``, ``given``, ``predicted``,
-    ``margin``) and the report record; ``stored`` suspects (from a run's statistics) are
-    reused instead of refitting. rows: int [n] source rows; features: [n, ...]; labels: int
-    [n]."""
+    ``margin``), the report record, and the evidence they were derived from: ``{"rows",
+    "labels", "probabilities", "class_names"}`` arrays (source rows, given ids, out-of-fold
+    probabilities f32[n, K]), so ``confident_learning(probabilities, labels)`` re-derives
+    them. ``stored`` suspects (from a run's statistics) are reused instead of refitting (no
+    evidence then). rows: int [n] source rows; features: [n, ...]; labels: int [n]."""
+    evidence = None
     if stored is not None:
         present = set(rows.tolist())
         suspects = [s for s in stored if s["row"] in present]
@@ -214,13 +262,20 @@ def training_split_suspects(
                 found.indices, found.given, found.predicted, found.margin, strict=True
             )
         ]
+        evidence = {
+            "rows": np.asarray(rows, np.int64),
+            "labels": np.asarray(labels, np.int32),
+            "probabilities": np.asarray(found.probabilities, np.float32),
+            "class_names": np.asarray(class_names, str),
+        }
     dropped = len(suspects) if options.action == "drop" else 0
     record = {
         "rule": "label_errors",
         "action": options.action,
+        "method": 'cleanlab find_label_issues(filter_by="confident_learning")',
         "found": len(suspects),
         "rows_in": len(rows),
         "rows_out": len(rows) - dropped,
         "rows": [s["row"] for s in suspects],
     }
-    return suspects, record
+    return suspects, record, evidence

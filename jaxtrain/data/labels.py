@@ -28,8 +28,10 @@ def label_ids(labels: np.ndarray, class_names: tuple[str, ...]) -> np.ndarray:
 
 
 def regression_targets(labels: np.ndarray) -> np.ndarray:
-    """Raw labels -> float32 [n] targets, NaN where a label is missing or not a number."""
-    out = np.full(len(labels), np.nan, np.float32)
+    """Raw labels -> float64 [n] targets, NaN where a label is missing or not a number.
+
+    float64 until they are standardised (float32 would round 100000.3 to 100000.3047)."""
+    out = np.full(len(labels), np.nan, np.float64)
     for i, value in enumerate(labels):
         try:
             out[i] = float(value)

@@ -22,8 +22,14 @@ class Normalizer:
     scale: np.ndarray
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
-        """inputs: numeric [n, ..., features] -> float32 of the same shape."""
-        return ((inputs.astype(np.float32) - self.shift) / self.scale).astype(np.float32)
+        """inputs: numeric [n, ..., features] -> float32 of the same shape.
+
+        float64 inputs (tables, regression targets) are shifted and scaled in float64 and
+        rounded once: a target of 100000.3 would lose its decimals as float32 (its spacing
+        there is 0.008) before the shift could bring it near zero.
+        """
+        dtype = np.float64 if inputs.dtype == np.float64 else np.float32
+        return ((inputs.astype(dtype) - self.shift) / self.scale).astype(np.float32)
 
     def to_dict(self) -> dict:
         return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in asdict(self).items()}

@@ -1,5 +1,13 @@
-"""Metrics: pure reductions (jittable where shapes allow) that equal scikit-learn's and
-fairlearn's on the same inputs, plus bootstrap confidence intervals as one vmap."""
+"""Metrics with scikit-learn's (and fairlearn's) names for arguments and their conventions.
+
+Every metric equals its scikit-learn (fairlearn) counterpart on the same inputs. Called
+eagerly it checks its inputs (``ValueError`` for mismatched lengths, empty inputs, NaN,
+labels outside the classes), infers class and group counts from the data, computes in
+float64 NumPy (nothing is compiled, so no input length costs a compilation) and returns a
+Python float (arrays for per-class values, matrices and curves). Under ``jax.jit``/``vmap``
+the same functions are pure ``jax.numpy`` reductions (counts that set shapes static). See
+:mod:`jaxtrain.metrics._common`. Bootstrap confidence intervals are one vmap.
+"""
 
 from jaxtrain.metrics.bootstrap import bootstrap_ci, bootstrap_ci_weighted, bootstrap_indices
 from jaxtrain.metrics.classification import classification_metrics, confusion_matrix
@@ -30,8 +38,10 @@ from jaxtrain.metrics.ranking import (
     roc_curve,
 )
 from jaxtrain.metrics.regression import mae, mse, r2, rmse
+from jaxtrain.metrics.scores import accuracy, f1, precision, recall
 
 __all__ = [
+    "accuracy",
     "apply_thresholds",
     "average_precision",
     "bootstrap_ci",
@@ -45,6 +55,7 @@ __all__ = [
     "equalized_odds_difference",
     "equalized_odds_ratio",
     "expected_calibration_error",
+    "f1",
     "group_confusion",
     "group_metrics",
     "group_rates",
@@ -52,8 +63,10 @@ __all__ = [
     "log_loss",
     "mae",
     "mse",
+    "precision",
     "precision_recall_curve",
     "r2",
+    "recall",
     "reliability_diagram",
     "reweighing_weights",
     "rmse",

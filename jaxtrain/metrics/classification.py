@@ -1,85 +1,99 @@
-"""Classification metrics: a jittable confusion matrix, and scores computed from it on the host.
+"""Classification metrics: the confusion matrix, and every score from summed counts.
 
-The work is split the way an evaluation runs. ``confusion_matrix`` is a pure reduction that
-lives inside a jitted (or pmapped, or scanned) eval step; its counts add up, so the matrices of
-all batches and devices are simply summed. ``classification_metrics`` then turns the summed
-counts into scores once, on the host, in float64 NumPy, doing the same float operations in the
-same order as scikit-learn, so every value equals ``sklearn.metrics.accuracy_score`` and
+``confusion_matrix`` equals scikit-learn's (``labels``, ``sample_weight``, ``normalize``);
+the single scores with scikit-learn's arguments (``accuracy``, ``precision``, ``recall``,
+``f1``) are in :mod:`jaxtrain.metrics.scores`.
+Eagerly the labels may be any values (the classes are inferred from the data, sorted, as
+scikit-learn does), inputs are checked (``ValueError``) and the arithmetic is float64 NumPy.
+Under ``jax.jit``/``vmap`` the labels are class ids and ``num_classes`` (a static Python int)
+says how many there are; ids outside ``[0, num_classes)`` are not counted.
+
+The split suits an evaluation: ``confusion_matrix`` is a pure reduction that lives inside a
+jitted (or pmapped, or scanned) eval step; its counts add up, so the matrices of all batches
+and devices are simply summed. ``classification_metrics`` then turns the summed counts into
+every score at once, on the host, in float64 NumPy, doing the same float operations in the
+same order as scikit-learn, so every value equals ``accuracy_score`` and
 ``precision_recall_fscore_support`` (default ``labels=None``, ``zero_division="warn"``) on the
 concatenated predictions, to the last digit.
 """
 
 from __future__ import annotations
 
-import operator
+from collections.abc import Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike
 
+from jaxtrain.metrics._common import backend, host_labels, row_weights, scatter_add, traced_labels
+
 _AVERAGES = ("macro", "micro", "weighted")
+_NORMALIZE = ("true", "pred", "all", None)
 
 
 def confusion_matrix(
-    labels: ArrayLike,
-    predictions: ArrayLike,
-    num_classes: int,
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
+    *,
+    labels: Sequence | None = None,
+    sample_weight: ArrayLike | None = None,
+    normalize: str | None = None,
+    num_classes: int | None = None,
     mask: ArrayLike | None = None,
-) -> jax.Array:
-    """Count (true class, predicted class) pairs; pure and jittable.
-
-    Under ``jax.jit`` mark the class count static:
-    ``jax.jit(confusion_matrix, static_argnames="num_classes")``.
+) -> Any:
+    """Count (true class, predicted class) pairs; = ``sklearn.metrics.confusion_matrix``.
 
     Args:
-      labels: i32[n] true classes.
-      predictions: i32[n] predicted classes.
-      num_classes: K, a Python int (static).
-      mask: optional bool[n] (or 0/1 numbers); rows where it is False are padding and are not
-        counted.
+      y_true, y_pred: [n] labels (class ids under jit).
+      labels: the K classes, in the order of the rows and columns; pairs with a label
+        outside them are not counted (as scikit-learn). Default: ``range(num_classes)``, or
+        eagerly the sorted labels present in either input.
+      sample_weight: optional [n] weights; integer or boolean weights keep integer counts
+        (as scikit-learn).
+      normalize: ``"true"`` (rows sum to 1), ``"pred"`` (columns), ``"all"`` or None.
+      num_classes: K, a Python int; required under ``jax.jit`` unless ``labels`` is given
+        (``jax.jit(confusion_matrix, static_argnames="num_classes")``).
+      mask: optional bool[n] (or 0/1 numbers); rows where it is False are padding and are
+        not counted (jaxtrain's padded eval batches).
 
     Returns:
-      i32[K, K] counts; entry ``[i, j]`` is the number of examples of true class ``i`` predicted
-      as class ``j`` (rows true, columns predicted, as in scikit-learn). A pair whose label or
-      prediction lies outside ``[0, K)`` is not counted, like
-      ``sklearn.metrics.confusion_matrix(labels, predictions, labels=range(K))``.
-
-    Matrices of several batches or devices add up: sum them (on the host, in int64, for
-    evaluations beyond 2**31 examples) and pass the sum to ``classification_metrics``.
+      [K, K] counts, entry ``[i, j]`` the (weighted) number of examples of true class ``i``
+      predicted as class ``j`` (rows true, columns predicted): int32 traced, int64 NumPy
+      eagerly (float with float weights or ``normalize``). Matrices of several batches or
+      devices add up: sum them (on the host, in int64, beyond 2**31 examples) and pass the
+      sum to ``classification_metrics``.
     """
-    try:
-        num_classes = operator.index(num_classes)
-    except TypeError:
-        raise TypeError(
-            f"confusion_matrix: num_classes must be a Python int, got {type(num_classes)}; "
-            'under jax.jit pass static_argnames="num_classes".'
-        ) from None
-    if num_classes < 1:
-        raise ValueError(f"confusion_matrix: num_classes must be >= 1, got {num_classes}.")
-    labels = jnp.asarray(labels)
-    predictions = jnp.asarray(predictions)
-    if labels.ndim != 1 or labels.shape != predictions.shape:
+    if normalize not in _NORMALIZE:
         raise ValueError(
-            "confusion_matrix: labels and predictions must both have shape [n]; got "
-            f"{labels.shape} and {predictions.shape}."
+            f"confusion_matrix: normalize must be one of {_NORMALIZE}; got {normalize!r}."
         )
-    valid = (labels >= 0) & (labels < num_classes) & (predictions >= 0)
-    valid = valid & (predictions < num_classes)
-    if mask is not None:
-        mask = jnp.asarray(mask)
-        if mask.shape != labels.shape:
-            raise ValueError(
-                f"confusion_matrix: mask must have shape {labels.shape} like labels; "
-                f"got {mask.shape}."
-            )
-        valid = valid & mask.astype(bool)
+    xp = backend(y_true, y_pred, sample_weight, mask)
+    where = "confusion_matrix"
+    if xp is np:
+        classes, true_index, pred_index = host_labels(y_true, y_pred, labels, num_classes, where)
+        k = len(classes)
+        if labels is not None and not (true_index >= 0).any():
+            raise ValueError(f"{where}: none of labels {classes.tolist()} is in y_true.")
+    else:
+        k, true_index, pred_index = traced_labels(y_true, y_pred, labels, num_classes, where)
+    weight = row_weights(xp, sample_weight, mask, true_index.shape[0], where)
+    counted = (true_index >= 0) & (pred_index >= 0)
     # Integer scatter-add: exact on every backend (a float one-hot matmul may run in reduced
-    # precision on accelerators). Invalid rows add 0 at index 0.
-    flat = jnp.where(valid, labels * num_classes + predictions, 0).astype(jnp.int32)
-    counts = jnp.zeros(num_classes * num_classes, jnp.int32).at[flat].add(valid.astype(jnp.int32))
-    return counts.reshape(num_classes, num_classes)
+    # precision on accelerators). Uncounted rows add 0 at index 0.
+    cell = xp.where(counted, true_index * k + pred_index, 0)
+    values = xp.where(counted, weight, xp.zeros((), weight.dtype))
+    counts = scatter_add(xp, k * k, cell, values).reshape(k, k)
+    if normalize is None:
+        return counts
+    counts = counts.astype(np.float64 if xp is np else jnp.result_type(float))
+    if normalize == "true":
+        total = counts.sum(axis=1, keepdims=True)
+    elif normalize == "pred":
+        total = counts.sum(axis=0, keepdims=True)
+    else:
+        total = counts.sum()
+    return xp.where(total > 0, counts / xp.where(total > 0, total, 1), 0.0)
 
 
 def classification_metrics(confusion: ArrayLike) -> dict[str, Any]:
