@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
+    return _parsers()[0]
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each verb's own parser."""
     parser = argparse.ArgumentParser(prog="jaxtrain", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
 
@@ -68,15 +75,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--top-k", type=int, default=20, help="sample among the k likeliest")
     generate.add_argument("--seed", type=int, default=0, help="sampling seed")
-    return parser
+    return parser, verbs.choices
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Options and ``key=value`` overrides in any order (``train CONFIG --no-progress
+    train.epochs=3``): argparse's intermixed parsing, run on the verb's own parser because
+    it cannot see through subparsers."""
+    parser, verbs = _parsers()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in verbs:
+        return parser.parse_args(argv)  # --help, or argparse's message for a missing verb
+    args = verbs[argv[0]].parse_intermixed_args(argv[1:])
+    args.verb = argv[0]
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse_args(argv)
+    from jaxtrain.config import ConfigError, load_config
+
+    try:  # a config mistake is reported before JAX, TFDS and Orbax are imported (seconds)
+        if getattr(args, "config", None) and not getattr(args, "resume", None):
+            load_config(args.config, list(args.overrides))
+        _check_runs_dir(getattr(args, "runs_dir", None))
+    except ConfigError as err:
+        print(f"jaxtrain: error: {err}", file=sys.stderr)
+        return 2
     # Imported after parsing so `--help` and argument errors stay instant.
     from jaxtrain.checkpoint import CorruptCheckpoint
     from jaxtrain.compilation_cache import enable_compilation_cache
-    from jaxtrain.config import ConfigError
     from jaxtrain.data import DatasetError
     from jaxtrain.runner import (
         RunError,
@@ -183,6 +211,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jaxtrain: training failed: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_runs_dir(runs_dir: str | None) -> None:
+    """``--runs-dir`` must be a directory, or creatable as one, before any work starts."""
+    from jaxtrain.config import ConfigError
+
+    if runs_dir is None:
+        return
+    path = Path(runs_dir)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise ConfigError(f"--runs-dir {runs_dir}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--runs-dir {runs_dir}: {existing} is not writable")
 
 
 def _config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:
