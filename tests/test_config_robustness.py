@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from jaxtrain.cli import _parse_args, main
-from jaxtrain.config import ConfigError, load_config, validate
+from jaxtrain.config import ConfigError, dump_config, load_config, validate
 from jaxtrain.config.load import _ADAPTER
 from jaxtrain.config.strict_yaml import MAX_ALIAS_NODES, MAX_DEPTH
 from tests.support import CONFIGS, ROOT, small_mlp_yaml
@@ -243,6 +243,32 @@ def test_every_yaml12_float_reads_as_its_value(text: str) -> None:
         assert Decimal(value) == Decimal(text), text
     else:
         assert isinstance(value, float) and value == float(text), (text, value)
+
+
+def test_a_resolved_config_with_number_like_text_loads_back(config_file, tmp_path) -> None:
+    overrides = [
+        "name='1e3'",
+        "data.classes=['.5', '1E6', 'on']",
+        "fairness={sensitive_feature: '0x1f'}",
+    ]
+    config = load_config(config_file(), overrides)
+    dump_config(config, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == config
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(
+    value=st.text()
+    | st.integers(-(2**80), 2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    | st.none()
+)
+def test_dump_then_load_is_the_identity(value) -> None:
+    from jaxtrain.config.strict_yaml import dump, load
+
+    assume(not (isinstance(value, str) and "\x00" in value))  # refused by design
+    assert load(dump({"k": [value]})) == {"k": [value]}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

@@ -168,8 +168,9 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 
 def dump_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (sections in declaration order)."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    """Write the resolved config as YAML (sections in declaration order) that loads back to
+    the same config: a string such as ``1e3`` is quoted, since the loader reads it as a number."""
+    Path(path).write_text(strict_yaml.dump(config_to_dict(config)))
 
 
 def _checked(raw: Mapping[str, Any], overridden: Sequence[str]) -> tuple[Config | None, str | None]:

@@ -107,6 +107,19 @@ for _first in "-+0123456789.":
 _Loader.add_constructor(_INT, _Loader.construct_yaml_int)
 
 
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes every string ``load`` would read as something else (``1e3``)."""
+
+
+_Dumper.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
+def dump(data: Any) -> str:
+    """YAML text that :func:`load` reads back as ``data`` (plain data: dicts in their order,
+    lists, str, int, float, bool, None)."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
 def load(text: str) -> Any:
     """Parse one YAML document as described in the module docstring.
 
