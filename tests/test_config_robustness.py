@@ -30,8 +30,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from jaxtrain.cli import _parse_args, main
-from jaxtrain.config import ConfigError, dump_config, load_config, validate
-from jaxtrain.config.load import _ADAPTER
+from jaxtrain.config import Config, ConfigError, dump_config, load_config, validate
 from jaxtrain.config.strict_yaml import MAX_ALIAS_NODES, MAX_DEPTH
 from tests.support import CONFIGS, ROOT, small_mlp_yaml
 
@@ -49,6 +48,7 @@ def config_file(tmp_path: Path):
 
 
 CLI = " (set on the command line)"
+ADAPTER = pydantic.TypeAdapter(Config)
 
 
 def _error(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> str:
@@ -282,7 +282,7 @@ def test_shipped_configs_load_exactly_as_with_safe_load(path: Path) -> None:
 def _numeric_fields() -> list[tuple[tuple[Any, ...], set[str]]]:
     """(path through a raw config, JSON types) for every number/integer field of the schema;
     path entries are keys, list indices, or ``("name", tag)`` for a tagged section."""
-    schema = _ADAPTER.json_schema()
+    schema = ADAPTER.json_schema()
     defs = schema["$defs"]
     found: list[tuple[tuple[Any, ...], set[str]]] = []
 
@@ -357,7 +357,7 @@ def _raw_with(path: tuple[Any, ...], value: Any) -> dict:
 def _errors_at(path: tuple[Any, ...], value: Any) -> list[dict]:
     """pydantic's errors for ``value`` placed at ``path`` that are about that very value."""
     try:
-        _ADAPTER.validate_json(json.dumps(_raw_with(path, value)), strict=True)
+        ADAPTER.validate_json(json.dumps(_raw_with(path, value)), strict=True)
     except pydantic.ValidationError as err:
         errors = err.errors(include_url=False)
     else:
