@@ -112,7 +112,7 @@ def test_duplicate_keys_in_files_name_key_and_lines(config_file, text: str, need
 def test_duplicate_keys_in_override_values_are_refused(config_file) -> None:
     message = _error(config_file(), ["model={name: mlp, hidden: [8], hidden: [16]}"])
     assert "override 'model={name: mlp, hidden: [8], hidden: [16]}'" in message
-    assert "hidden: duplicate key" in message
+    assert "line 1: model.hidden: duplicate key" in message
 
 
 def test_merge_keys_may_be_overridden_explicitly(config_file) -> None:

@@ -57,7 +57,7 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         if len(parts) > MAX_KEY_PARTS:
             raise ConfigError(f"override {item!r}: a key has at most {MAX_KEY_PARTS} parts")
         try:
-            parsed[key] = strict_yaml.load(text) if text.strip() else None
+            parsed[key] = strict_yaml.load(text, root=key) if text.strip() else None
         except yaml.YAMLError as err:
             raise ConfigError(
                 f"override {item!r}: value is not valid YAML ({_one_line(err)})"

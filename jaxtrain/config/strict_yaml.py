@@ -120,8 +120,9 @@ def dump(data: Any) -> str:
     return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
 
 
-def load(text: str) -> Any:
-    """Parse one YAML document as described in the module docstring.
+def load(text: str, root: str = "") -> Any:
+    """Parse one YAML document as described in the module docstring; ``root`` is the dotted
+    key the document is the value of (an override's key), for messages.
 
     Raises:
       yaml.YAMLError: malformed YAML (PyYAML's own message and position).
@@ -133,7 +134,7 @@ def load(text: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _Check(loader).run(node)
+        _Check(loader).run(node, root)
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -147,8 +148,8 @@ class _Check:
         self.seen: dict[int, tuple[int, int]] = {}  # id -> (expanded size, expanded height)
         self.open: set[int] = set()  # nodes on the current path: an alias back to one is a loop
 
-    def run(self, root: Node) -> None:
-        size, _ = self.visit(root, "", 1)
+    def run(self, node: Node, root: str) -> None:
+        size, _ = self.visit(node, root, 1)
         extra = size - len(self.seen)
         if extra > MAX_ALIAS_NODES:
             raise YAMLRefused(
