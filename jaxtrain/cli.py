@@ -94,6 +94,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     from jaxtrain.config import ConfigError, load_config
+    from jaxtrain.config.messages import printable
 
     try:  # a config mistake is reported before JAX, TFDS and Orbax are imported (seconds)
         if getattr(args, "config", None) and not getattr(args, "resume", None):
@@ -205,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = evaluate_run(args.run_dir)
             print(json.dumps({"step": result["step"], **_headline(result["test"])}))
     except (ConfigError, DatasetError, RunError, CorruptCheckpoint) as err:
-        print(f"jaxtrain: error: {err}", file=sys.stderr)
+        print(f"jaxtrain: error: {printable(str(err))}", file=sys.stderr)  # one line
         return 2
     except NonFiniteError as err:  # not the user's typo, but a clear end all the same
         print(f"jaxtrain: training failed: {err}", file=sys.stderr)

@@ -655,6 +655,18 @@ def test_runs_dir_that_is_a_file_is_refused_before_any_work(config_file, tmp_pat
     assert blocker.read_text() == "keep me"
 
 
+def test_user_text_in_any_error_stays_on_one_line(config_file, tmp_path, capsys) -> None:
+    body = small_mlp_yaml().replace(
+        "data: {name: digits, batch_size: 32}",
+        'data: {name: digits, batch_size: 32, path: "no\\nsuch\\e[31m.csv", label_column: y}',
+    )
+    runs = tmp_path / "runs"
+    code = main(["train", str(config_file(body)), "--runs-dir", str(runs), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and not runs.exists()
+    assert err.count("\n") == 1 and "no\\nsuch\\x1b[31m.csv" in err, err
+
+
 # 9. A config error is reported before the heavy stack is imported --------------------------
 
 HEAVY = ("jax", "jaxlib", "tensorflow_datasets", "grain", "orbax", "matplotlib", "flax", "optax")
