@@ -6,7 +6,8 @@ file; no Python object is ever constructed):
 - **Numbers**: YAML 1.2 float syntax on top of YAML 1.1's, so ``1e-3``, ``3E-4``, ``.5``,
   ``-.5``, ``2.5e3`` and ``-2.5e-3`` are floats (PyYAML alone reads ``1e-3`` as a string).
   An integer mantissa with a non-negative exponent and no point (``1e6``, ``5E3``) is an
-  integer, so ``train.epochs: 1e6`` works; it is also accepted wherever a float is expected.
+  integer, so ``train.epochs: 1e6`` works; it is also accepted wherever a float is expected
+  (past ``MAX_INT_DIGITS`` digits, such as ``99e99``, it stays a float).
   Quoted numbers (``"0.01"``) stay strings. Integers of more than ``MAX_INT_DIGITS`` digits
   are refused (Python cannot even convert such text). Dates stay the text written.
 - **Duplicate keys** in any mapping are an error naming the key's path and both lines (YAML
@@ -16,7 +17,7 @@ file; no Python object is ever constructed):
   name; ``on:`` is a boolean in YAML 1.1).
 - **Aliases** (``*anchor``, and ``<<: *anchor`` merges) are allowed, but everything they copy
   together may add at most ``MAX_ALIAS_NODES`` values to the document, and an alias inside
-  its own anchor is refused: a 381-byte "billion laughs" file is refused in microseconds
+  its own anchor is refused: a 381-byte "billion laughs" file is refused in a millisecond
   instead of expanding to gigabytes.
 - **Nesting** deeper than ``MAX_DEPTH`` levels (after aliases) is refused before Python's
   recursion limit is reached.
@@ -74,21 +75,18 @@ class _Loader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
-    def construct_yaml_int(self, node: ScalarNode) -> int:
+    def construct_yaml_int(self, node: ScalarNode) -> int | float:
         text = str(node.value)
-        exponent_form = _EXPONENT_INT.match(text)
-        if exponent_form:
+        if _EXPONENT_INT.match(text):  # decimal mantissa: 01e3 is 1000, not YAML 1.1's octal
             mantissa, _, exponent = text.lower().partition("e")
-            digits = len(mantissa.lstrip("+-")) + int(exponent)
-        else:
-            digits = sum(c.isdigit() for c in text)
-        if digits > MAX_INT_DIGITS:
+            if len(mantissa.lstrip("+-").lstrip("0")) + int(exponent) > MAX_INT_DIGITS:
+                return float(text)  # too long for an integer setting: YAML 1.2's float
+            return int(mantissa) * 10 ** int(exponent)
+        if sum(c.isdigit() for c in text) > MAX_INT_DIGITS:
             raise YAMLRefused(
                 f"line {node.start_mark.line + 1}: an integer of more than {MAX_INT_DIGITS} "
                 "digits is not a setting"
             )
-        if exponent_form:  # decimal mantissa: 01e3 is 1000, not YAML 1.1's octal
-            return int(mantissa) * 10 ** int(exponent)
         return super().construct_yaml_int(node)
 
 
@@ -117,7 +115,9 @@ _Dumper.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 def dump(data: Any) -> str:
     """YAML text that :func:`load` reads back as ``data`` (plain data: dicts in their order,
     lists, str, int, float, bool, None)."""
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    # Non-ASCII text is escaped, as safe_dump does: written raw, PyYAML folds U+0085, U+2028
+    # and U+2029 inside quotes into spaces on reading.
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
 
 
 def load(text: str, root: str = "") -> Any:
