@@ -10,6 +10,11 @@ from collections.abc import Sequence
 
 
 def _parser() -> argparse.ArgumentParser:
+    return _parsers()[0]
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser and each verb's own parser."""
     parser = argparse.ArgumentParser(prog="jaxtrain", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
 
@@ -80,19 +85,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--top-k", type=int, default=20, help="sample among the k likeliest")
     generate.add_argument("--seed", type=int, default=0, help="sampling seed")
-    return parser
+    return parser, verbs.choices
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Options and ``key=value`` overrides in any order (``train CONFIG --no-progress
+    train.epochs=3``): argparse's intermixed parsing, run on the verb's own parser because
+    it cannot see through subparsers."""
+    parser, verbs = _parsers()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in verbs:
+        return parser.parse_args(argv)  # --help, or argparse's message for a missing verb
+    args = verbs[argv[0]].parse_intermixed_args(argv[1:])
+    args.verb = argv[0]
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse_args(argv)
+    from jaxtrain.config import ConfigError, load_config
+    from jaxtrain.config.messages import printable
+    from jaxtrain.config.verbs import check_verb
+    from jaxtrain.runner.run_dirs import RunError, check_runs_dir
+
+    try:  # a config mistake is reported before JAX, TFDS and Orbax are imported (seconds)
+        if getattr(args, "config", None) and not getattr(args, "resume", None):
+            config = load_config(args.config, list(args.overrides))
+            check_verb(config, args.verb, args.config)
+        if hasattr(args, "runs_dir") and not getattr(args, "resume", None):
+            check_runs_dir(args.runs_dir)
+    except (ConfigError, RunError) as err:
+        print(f"jaxtrain: error: {printable(str(err))}", file=sys.stderr)
+        return 2
     # Imported after parsing so `--help` and argument errors stay instant.
     from jaxtrain.checkpoint import CorruptCheckpoint
     from jaxtrain.compilation_cache import enable_compilation_cache
-    from jaxtrain.config import ConfigError
     from jaxtrain.data import DatasetError
     from jaxtrain.files import DamagedFile
     from jaxtrain.runner import (
-        RunError,
         check_determinism,
         evaluate_run,
         federated_run,
@@ -194,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = evaluate_run(args.run_dir)
             print(json.dumps({"step": result["step"], **_headline(result["test"])}))
     except (ConfigError, DatasetError, RunError, CorruptCheckpoint, DamagedFile) as err:
-        print(f"jaxtrain: error: {err}", file=sys.stderr)
+        print(f"jaxtrain: error: {printable(str(err))}", file=sys.stderr)  # one line
         return 2
     except NonFiniteError as err:  # not the user's typo, but a clear end all the same
         print(f"jaxtrain: training failed: {err}", file=sys.stderr)

@@ -422,8 +422,8 @@ def test_defaults_leave_bundled_data_unchanged() -> None:
     ("override", "message"),
     [
         ("data.prepare.duplicatez=drop", r"data.prepare.duplicatez .*: unknown key"),
-        ("data.prepare.missing=constant", "fill_value: required"),
-        ("data.label_column=null", "label_column: required"),
+        ("data.prepare.missing=constant", r"data.prepare.fill_value\b.*: required"),
+        ("data.label_column=null", r"data.label_column\b.*: required"),
         ("data.prepare.near_duplicates.action=maybe", "data.prepare.near_duplicates.action"),
     ],
 )

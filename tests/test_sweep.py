@@ -156,8 +156,12 @@ def test_sweep_mistakes_fail_before_training_naming_the_key(tmp_path: Path) -> N
         load_config(path)
     with pytest.raises(ConfigError, match="low"):
         load_config(path, ["sweep.samples=4", "sweep.axes.optimizer.learning_rate.low=0.3"])
-    config = load_config(_write(tmp_path, "sweep: {axes: {optimizer.momentum: [0.9]}}"))
-    with pytest.raises(ConfigError, match=r"sweep member 0.*optimizer.momentum"):
+    with pytest.raises(ConfigError, match=r"sweep.axes.optimizer.momentum\[0\].*unknown key"):
+        load_config(_write(tmp_path, "sweep: {axes: {optimizer.momentum: [0.9]}}"))
+    # Each value fits alone; only the combination does not (30 % 4): found on expansion.
+    combined = "sweep: {axes: {data.batch_size: [30], train.micro_batches: [4]}}"
+    config = load_config(_write(tmp_path, combined))
+    with pytest.raises(ConfigError, match=r"sweep member 0.*train.micro_batches"):
         expand(config)
 
 

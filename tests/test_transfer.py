@@ -199,11 +199,14 @@ def test_missing_source_is_a_one_line_error(tmp_path) -> None:
 @pytest.mark.parametrize(
     "section, message",
     [
-        ("{init_from: x, train: head}", r"transfer.*: train: 'head' needs transfer.head"),
-        ("{init_from: x, lora: {rank: 2}}", r"transfer.*: lora: adapters train alone"),
-        ("{init_from: x, train: adapters}", r"transfer.*: train: 'adapters' needs a transfer.lora"),
-        ("{init_from: w.npz}", r"transfer.*: names: required with a weights file"),
-        ("{init_from: x, from: y}", r"transfer.from: unknown key"),
+        ("{init_from: x, train: head}", r"transfer.train\b.*: 'head' needs transfer.head"),
+        ("{init_from: x, lora: {rank: 2}}", r"transfer.lora\b.*: adapters train alone"),
+        (
+            "{init_from: x, train: adapters}",
+            r"transfer.train\b.*: 'adapters' needs a transfer.lora",
+        ),
+        ("{init_from: w.npz}", r"transfer.names\b.*: required with a weights file"),
+        ("{init_from: x, from: y}", r"transfer.from\b.*: unknown key"),
         ("{init_from: x, layer_decay: 1.5}", r"transfer.layer_decay"),
     ],
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
 from jaxtrain.config.base import STRICT, NonNegativeInt, PositiveInt
@@ -28,3 +28,13 @@ class DistributedConfig:
     process_id: NonNegativeInt | None = None
     local_device_ids: tuple[NonNegativeInt, ...] | None = None
     initialization_timeout: PositiveInt = 300
+
+    @model_validator(mode="after")
+    def _process_in_job(self) -> DistributedConfig:
+        known = self.num_processes is not None and self.process_id is not None
+        if known and self.process_id >= self.num_processes:
+            raise ValueError(
+                f"process_id: {self.process_id} is not below num_processes={self.num_processes} "
+                "(processes are numbered from 0)"
+            )
+        return self

@@ -15,10 +15,15 @@ from pydantic.dataclasses import dataclass
 
 from jaxtrain.config.base import (
     STRICT,
+    BatchSize,
+    Epochs,
+    FiniteFloat,
     Fraction,
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
+    Seed,
+    capped,
 )
 
 _WARNED: set[str] = set()
@@ -29,6 +34,9 @@ def _warn_once(message: str) -> None:
     if message not in _WARNED:
         _WARNED.add(message)
         warnings.warn(message, UserWarning, stacklevel=2)
+
+
+Clients = capped(1_000_000, "a sanity cap: every client holds its own part of the training split")
 
 
 @dataclass(config=STRICT)
@@ -97,9 +105,9 @@ class DPConfig:
     clip_norm: PositiveFloat = 1.0
     noise_multiplier: NonNegativeFloat | None = None
     target_epsilon: PositiveFloat | None = None
-    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    delta: Annotated[FiniteFloat, Field(gt=0, lt=1)] = 1e-5
     sampling: Literal["poisson", "fixed"] = "poisson"
-    max_clients_per_round: PositiveInt | None = None
+    max_clients_per_round: Clients | None = None
     accountant: Literal["pld", "rdp"] = "pld"
     log: Literal["all", "private"] = "all"
 
@@ -140,23 +148,23 @@ class FederatedConfig:
     ``seed`` the model's initialisation.
     """
 
-    num_clients: PositiveInt = 100
+    num_clients: Clients = 100
     partition: Literal["iid", "dirichlet", "shards"] = "iid"
     alpha: PositiveFloat = 0.5
     shards_per_client: PositiveInt = 2
     clients_per_round: PositiveInt = 10
-    local_epochs: PositiveInt | None = None
+    local_epochs: Epochs | None = None
     local_steps: PositiveInt | None = None
-    batch_size: PositiveInt | None = None
+    batch_size: BatchSize | None = None
     algorithm: Literal["fedavg", "fedprox", "fedopt", "scaffold"] = "fedavg"
     mu: NonNegativeFloat = 0.01
     server_optimizer: ServerOptimizerConfig = Field(default_factory=ServerSGDConfig)
-    rounds: PositiveInt = 100
+    rounds: Epochs = 100
     eval_every: PositiveInt = 10
     checkpoint_every: PositiveInt = 1
     dp: DPConfig | None = None
     secure_aggregation: bool = False
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _consistent(self) -> FederatedConfig:

@@ -1,4 +1,9 @@
-"""Read a YAML experiment file, apply ``key.sub=value`` overrides, validate into a Config."""
+"""Read a YAML experiment file, apply ``key.sub=value`` overrides, validate into a Config.
+
+Whatever the bytes of the file and the text of the overrides, the result is a valid Config or
+one ConfigError: one line naming the file, the dotted key (or the line) and what was expected.
+Nothing here imports JAX, so a mistake is reported before the heavy stack loads.
+"""
 
 from __future__ import annotations
 
@@ -11,67 +16,110 @@ from typing import Any
 import pydantic
 import yaml
 
+from jaxtrain.config import messages, strict_yaml
 from jaxtrain.config.schema import Config
 
 _ADAPTER = pydantic.TypeAdapter(Config)
+MAX_FILE_BYTES = 1 << 20
+MAX_KEY_PARTS = 32
 
 
 class ConfigError(ValueError):
-    """A config the user must fix; its message is one line naming the file and the key."""
+    """A config the user must fix; its message is one line naming the file and the key.
+
+    Characters that would break the line or the terminal (newlines, escapes, unpaired
+    surrogates from undecodable argv bytes) are shown escaped.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(messages.printable(message))
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """Turn ``["optimizer.learning_rate=0.01", ...]`` into ``{"optimizer.learning_rate": 0.01}``.
 
     Values are parsed as YAML scalars/flow collections (``0.01`` -> float, ``[32,64]`` -> list,
-    ``null`` -> None), so an override has the same types as the same text in the file.
+    ``null`` -> None, ``1e-3`` -> float), by the same loader as files
+    (:mod:`jaxtrain.config.strict_yaml`), so an override has the same types as the same text
+    in the file.
     """
     parsed: dict[str, Any] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
+        parts = key.split(".")
+        if not sep or not key or any(not part for part in parts):
             raise ConfigError(
                 f"override {item!r}: expected key.sub=value (for example train.epochs=5)"
             )
+        if not key.isprintable():  # newlines, escapes, undecodable argv bytes
+            raise ConfigError(f"override {item!r}: the key is not printable text")
+        if len(parts) > MAX_KEY_PARTS:
+            raise ConfigError(f"override {item!r}: a key has at most {MAX_KEY_PARTS} parts")
         try:
-            parsed[key] = yaml.safe_load(text) if text.strip() else None
+            parsed[key] = strict_yaml.load(text, root=key) if text.strip() else None
         except yaml.YAMLError as err:
             raise ConfigError(
                 f"override {item!r}: value is not valid YAML ({_one_line(err)})"
             ) from None
+        except strict_yaml.YAMLRefused as err:
+            raise ConfigError(f"override {item!r}: {_one_line(err)}") from None
     return parsed
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with dotted-key overrides set (intermediate sections created)."""
+    """Return a copy of ``raw`` with dotted-key overrides set (intermediate sections created).
+
+    A key that itself holds dots (a sweep axis such as ``optimizer.learning_rate``, a weights
+    file's ``conv1.weight``) is matched whole where it exists, so
+    ``sweep.axes.optimizer.learning_rate.low=0.1`` sets that axis's ``low``.
+    """
     result = json.loads(json.dumps(raw, default=str))
     for dotted, value in overrides.items():
-        node = result
-        parts = dotted.split(".")
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                prefix = ".".join(parts[: depth + 1])
+        node, rest, done = result, dotted.split("."), []
+        while True:
+            whole = (j for j in range(len(rest), 0, -1) if ".".join(rest[:j]) in node)
+            take = next(whole, 1)
+            key, rest = ".".join(rest[:take]), rest[take:]
+            done.append(key)
+            if not rest:
+                node[key] = value
+                break
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                prefix = ".".join(done)
                 raise ConfigError(f"override {dotted}: {prefix} is a value, not a section")
-            node = child
-        node[parts[-1]] = value
     return result
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
+    """Read a YAML mapping (UTF-8, at most 1 MiB) with :func:`strict_yaml.load` (safe_load
+    semantics); errors name the file and the line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: larger than 1 MiB; a config is a short text file")
     try:
-        raw = yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text: byte 0x{data[err.start]:02x} at line {line}, column "
+            f"{column} (save the file as UTF-8)"
+        ) from None
+    try:
+        raw = strict_yaml.load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {_one_line(err)}") from None
+    except strict_yaml.YAMLRefused as err:
+        raise ConfigError(f"{path}: {_one_line(err)}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -80,20 +128,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def validate(raw: Mapping[str, Any], source: str, overridden: Sequence[str] = ()) -> Config:
-    """Validate a plain mapping into a Config; the first problem becomes one ConfigError line."""
-    try:
-        return _ADAPTER.validate_json(json.dumps(raw, default=str), strict=True)
-    except pydantic.ValidationError as err:
-        errors = err.errors(include_url=False)
-        first = errors[0]
-        key = _key_of(first["loc"], raw)
-        if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            key = f"{key}.name" if key else "name"  # the tag is the section's name key
-        where = " (set on the command line)" if key in overridden else ""
-        more = f" [and {len(errors) - 1} more problem(s)]" if len(errors) > 1 else ""
-        raise ConfigError(
-            f"{source}: {key or '<top level>'}{where}: {_describe(first)}{more}"
-        ) from None
+    """Validate a plain mapping into a Config; the first problem becomes one ConfigError line.
+
+    With a ``sweep:`` section, every listed value of every axis (and both ends of every
+    distribution) is also checked at its key, so a swept value that cannot work is reported
+    now, not when its member starts.
+    """
+    config, problem = _checked(raw, overridden)
+    if problem is not None:
+        raise ConfigError(f"{source}: {problem}")
+    if config.sweep is not None:
+        _check_sweep_values(raw, config, source, overridden)
+    return config
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
@@ -101,10 +147,16 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
 
     Raises:
       ConfigError: unreadable or malformed file, bad override syntax, unknown key, wrong type or
-        impossible value; the message names the file and the dotted key.
+        impossible value; the message names the file and the dotted key (or the line).
     """
-    parsed = parse_overrides(overrides)
-    raw = apply_overrides(load_yaml(path), parsed)
+    try:
+        parsed = parse_overrides(overrides)
+        raw = apply_overrides(load_yaml(path), parsed)
+    except ConfigError as err:
+        message = str(err)
+        if message.startswith(f"{path}: "):
+            raise
+        raise ConfigError(f"{path}: {message}") from None
     return validate(raw, str(path), tuple(parsed))
 
 
@@ -114,41 +166,49 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 
 
 def dump_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (sections in declaration order)."""
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    """Write the resolved config as YAML (sections in declaration order) that loads back to
+    the same config: a string such as ``1e3`` is quoted, since the loader reads it as a number."""
+    Path(path).write_text(strict_yaml.dump(config_to_dict(config)))
 
 
-def _key_of(loc: Sequence[Any], raw: Mapping[str, Any]) -> str:
-    """Dotted key for a pydantic error location, dropping tagged-union tags (model.cnn.x)."""
-    parts: list[str] = []
-    node: Any = raw
-    for part in loc:
-        if isinstance(node, Mapping) and isinstance(part, str):
-            if part not in node and node.get("name") == part:
-                continue  # the union's tag, not a key the user wrote
-            parts.append(part)
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int):
-            parts.append(f"[{part}]")
-            node = node[part] if part < len(node) else None
+def _checked(raw: Mapping[str, Any], overridden: Sequence[str]) -> tuple[Config | None, str | None]:
+    """``(config, None)``, or ``(None, "key: what was expected")`` for the first problem."""
+    try:
+        return _ADAPTER.validate_json(json.dumps(raw, default=str), strict=True), None
+    except pydantic.ValidationError as err:
+        return None, messages.problem(err.errors(include_url=False), raw, overridden)
+
+
+def _check_sweep_values(
+    raw: Mapping[str, Any], config: Config, source: str, overridden: Sequence[str]
+) -> None:
+    """Each swept value alone must make a valid config (combinations are checked when the
+    sweep expands into members)."""
+    base = {k: v for k, v in raw.items() if k != "sweep"}
+    for key, axis in config.sweep.axes.items():
+        if isinstance(axis, list):
+            values = [(f"[{i}]", value) for i, value in enumerate(axis)]
         else:
-            parts.append(str(part))
-            node = None
-    return ".".join(parts).replace(".[", "[")
-
-
-def _describe(error: Mapping[str, Any]) -> str:
-    kind = error["type"]
-    if kind == "unexpected_keyword_argument":
-        return "unknown key"
-    if kind == "missing" or kind == "missing_argument":
-        return "required key is missing"
-    message = error["msg"].replace("an object", "a section (a mapping of keys)")
-    if kind == "value_error":
-        return message.removeprefix("Value error, ")
-    if "input" in error and kind not in ("union_tag_invalid",):
-        return f"{message} (got {error['input']!r})"
-    return message
+            values = [(".low", axis.low), (".high", axis.high)]
+        checked: set[str] = set()
+        for suffix, value in values:
+            text = json.dumps(value, default=str)
+            if text in checked:
+                continue
+            checked.add(text)
+            try:
+                member = apply_overrides(base, {key: value})
+            except ConfigError as err:
+                problem = str(err)
+            else:
+                _, problem = _checked(member, ())
+            if problem is not None:
+                axis_key = f"sweep.axes.{key}{suffix}"
+                where = messages.set_where(axis_key, overridden)
+                shown = messages.short(value)
+                raise ConfigError(
+                    f"{source}: {axis_key}{where}: the swept value {shown} does not fit: {problem}"
+                )
 
 
 def _one_line(err: Exception) -> str:

@@ -13,11 +13,15 @@ from pydantic.dataclasses import dataclass
 
 from jaxtrain.config.base import (
     STRICT,
+    FiniteFloat,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    capped,
 )
+
+Decimals = capped(323, "float64 has no decimal digits past the 323rd", low=0)
+Hidden = capped(2**16, "a sanity cap: one dense layer that wide has 4 billion parameters", low=0)
 
 
 def _yaml_off(value):
@@ -41,7 +45,7 @@ class NearDuplicatesConfig:
     L2 distance of each other. ``drop`` keeps the first row of each near-duplicate group."""
 
     action: Action = "off"
-    decimals: NonNegativeInt = 2
+    decimals: Decimals = 2
     max_distance: NonNegativeFloat | None = None
 
 
@@ -56,13 +60,13 @@ class LabelErrorsConfig:
 
     action: Action = "off"
     folds: Annotated[int, Field(ge=2, le=20)] = 5
-    hidden: NonNegativeInt = 64
+    hidden: Hidden = 64
     steps: PositiveInt = 300
     learning_rate: PositiveFloat = 0.05
     l2: NonNegativeFloat = 1e-4
 
 
-Bound = float | None
+Bound = FiniteFloat | None
 
 
 @dataclass(config=STRICT)
@@ -94,7 +98,7 @@ class PrepareConfig:
     ranges: dict[str, tuple[Bound, Bound]] = Field(default_factory=dict)
     categories: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     missing: Literal["error", "drop", "mean", "median", "most_frequent", "constant"] = "error"
-    fill_value: float | str | None = None
+    fill_value: FiniteFloat | str | None = None
     add_indicator: bool = False
     label_errors: LabelErrorsConfig = Field(default_factory=LabelErrorsConfig)
     leakage: LeakageAction = "report"

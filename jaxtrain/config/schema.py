@@ -8,25 +8,44 @@ so each implementation accepts exactly its own keys.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from jaxtrain.config.base import STRICT as _STRICT
 from jaxtrain.config.base import (
+    INT32_MAX,
+    BatchSize,
+    Epochs,
+    FiniteFloat,
     Fraction,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     RunName,
+    Seed,
+    Small,
+    Width,
+    capped,
 )
+from jaxtrain.config.base import STRICT as _STRICT
 from jaxtrain.config.distributed import DistributedConfig
 from jaxtrain.config.federated import FederatedConfig, dp_model_problem
 from jaxtrain.config.prepare import PrepareConfig
 from jaxtrain.config.sweep import SweepConfig
 from jaxtrain.config.transfer import TransferConfig
+
+# TFDS's own form of a name (tensorflow_datasets.core.naming): [namespace:]name[/config]
+# [:version][/kwargs]; anything else makes TFDS raise before any check of ours could.
+TFDS_NAME = re.compile(
+    r"^([\w\-]+:)?[a-zA-Z]\w*(/[\w+\-.]+)?(:(\d+|\*)(\.(\d+|\*)){2})?(/(\w+=[^,]+,?)+)?$"
+)
+SequenceLength = capped(2**20, "a sanity cap: a window of a million bytes", low=2)
+MinSamplesSplit = capped(INT32_MAX, "JAX counts examples in 32-bit integers", low=2)
+Trees = capped(100_000, "a sanity cap: every tree of the forest is fitted at once, in memory")
+Padding = capped(1024, "a sanity cap: pixels of padding on each side", low=0)
 
 
 @dataclass(config=_STRICT)
@@ -59,13 +78,13 @@ class DataConfig:
     name: Annotated[str, Field(min_length=1)]
     data_dir: str | None = None
     path: str | None = None
-    sequence_length: Annotated[int, Field(ge=2)] = 128
-    seed: int = 0
+    sequence_length: SequenceLength = 128
+    seed: Seed = 0
     validation_fraction: Fraction = 0.15
     test_fraction: Fraction = 0.2
     normalize: Literal["none", "standard", "minmax"] = "standard"
-    batch_size: PositiveInt = 64
-    eval_batch_size: PositiveInt = 512
+    batch_size: BatchSize = 64
+    eval_batch_size: BatchSize = 512
     label_column: str | None = None
     feature_columns: tuple[str, ...] | None = None
     categorical_columns: tuple[str, ...] | None = None
@@ -77,8 +96,17 @@ class DataConfig:
     class_names: tuple[str, ...] | None = None
     split: Literal["auto", "stratified", "grouped", "random"] = "auto"
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
-    classes: tuple[int | str, ...] | None = None
+    classes: tuple[NonNegativeInt | str, ...] | None = None
     train_examples_per_class: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _a_dataset_name(self) -> DataConfig:
+        if self.path is None and not TFDS_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"name: {self.name!r} is not a dataset name (bundled, such as digits, or a TFDS "
+                "name such as mnist, mnist/config or mnist:3.0.1)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -119,7 +147,7 @@ class MLPConfig:
     """A multi-layer perceptron over the flattened input."""
 
     name: Literal["mlp"] = "mlp"
-    hidden: tuple[PositiveInt, ...] = (256, 256)
+    hidden: tuple[Width, ...] = (256, 256)
     activation: Literal["relu", "gelu", "tanh"] = "relu"
     dropout: Fraction = 0.0
 
@@ -129,9 +157,9 @@ class CNNConfig:
     """A small convolutional network: conv blocks (optionally batch-normed), then a dense head."""
 
     name: Literal["cnn"] = "cnn"
-    features: tuple[PositiveInt, ...] = (32, 64)
-    kernel_size: PositiveInt = 3
-    dense: PositiveInt = 128
+    features: tuple[Width, ...] = (32, 64)
+    kernel_size: Small = 3
+    dense: Width = 128
     dropout: Fraction = 0.0
     batch_norm: bool = False
 
@@ -141,8 +169,8 @@ class ResNetConfig:
     """A small residual network for 8x8 to 32x32 images, batch-normed, with a dropout head."""
 
     name: Literal["resnet"] = "resnet"
-    stage_sizes: tuple[PositiveInt, ...] = (2, 2)
-    features: tuple[PositiveInt, ...] = (32, 64)
+    stage_sizes: tuple[Small, ...] = (2, 2)
+    features: tuple[Width, ...] = (32, 64)
     dropout: Fraction = 0.0
     remat: bool = False  # recompute each block's activations in the backward pass
 
@@ -184,10 +212,10 @@ class TransformerLMConfig:
     """A decoder-only, causal, pre-norm Transformer over bytes (vocabulary 256)."""
 
     name: Literal["transformer_lm"] = "transformer_lm"
-    d_model: PositiveInt = 128
-    num_heads: PositiveInt = 4
-    num_layers: PositiveInt = 2
-    mlp_ratio: PositiveInt = 4
+    d_model: Width = 128
+    num_heads: Small = 4
+    num_layers: Small = 2
+    mlp_ratio: Small = 4
     positions: Literal["learned", "rotary"] = "rotary"
     dropout: Fraction = 0.0
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -201,18 +229,20 @@ class ViTConfig:
     """A small Vision Transformer classifier: square patches, pre-norm encoder, CLS token."""
 
     name: Literal["vit"] = "vit"
-    patch_size: PositiveInt = 2
-    d_model: PositiveInt = 64
-    num_heads: PositiveInt = 4
-    num_layers: PositiveInt = 2
-    mlp_ratio: PositiveInt = 2
+    patch_size: Small = 2
+    d_model: Width = 64
+    num_heads: Small = 4
+    num_layers: Small = 2
+    mlp_ratio: Small = 2
     dropout: Fraction = 0.0
     remat: bool = False  # recompute each block's activations in the backward pass
 
     _heads_divide_width = model_validator(mode="after")(_check_heads_divide_width)
 
 
-MaxFeatures = Literal["sqrt", "log2"] | PositiveInt | Annotated[float, Field(gt=0, le=1)] | None
+MaxFeatures = (
+    Literal["sqrt", "log2"] | PositiveInt | Annotated[FiniteFloat, Field(gt=0, le=1)] | None
+)
 
 
 @dataclass(config=_STRICT)
@@ -222,7 +252,7 @@ class DecisionTreeConfig:
     name: Literal["decision_tree"] = "decision_tree"
     criterion: Literal["gini", "entropy", "squared_error"] = "gini"
     max_depth: Annotated[int, Field(ge=1, le=16)] = 8
-    min_samples_split: Annotated[int, Field(ge=2)] = 2
+    min_samples_split: MinSamplesSplit = 2
     min_samples_leaf: PositiveInt = 1
     max_features: MaxFeatures = None
 
@@ -232,7 +262,7 @@ class RandomForestConfig(DecisionTreeConfig):
     """A random forest: ``n_estimators`` trees fitted at once (one vmap over bootstrap keys)."""
 
     name: Literal["random_forest"] = "random_forest"
-    n_estimators: PositiveInt = 100
+    n_estimators: Trees = 100
     bootstrap: bool = True
     max_features: MaxFeatures = "sqrt"
 
@@ -256,7 +286,7 @@ class ScheduleConfig:
 
     name: Literal["constant", "cosine"] = "constant"
     warmup_steps: NonNegativeInt = 0
-    final_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    final_fraction: Annotated[FiniteFloat, Field(ge=0, le=1)] = 0.0
 
 
 @dataclass(config=_STRICT)
@@ -335,7 +365,7 @@ class ReduceOnPlateauConfig:
     by ``factor`` when the monitored validation metric has not improved by ``min_delta`` for
     ``patience`` evaluations; never below ``min_learning_rate``."""
 
-    factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    factor: Annotated[FiniteFloat, Field(gt=0, lt=1)] = 0.5
     patience: PositiveInt = 3
     min_delta: NonNegativeFloat = 0.0
     min_learning_rate: NonNegativeFloat = 0.0
@@ -348,7 +378,7 @@ class AugmentConfig:
     noise of standard deviation ``noise_std`` (in normalised units, any input)."""
 
     flip_horizontal: bool = False
-    crop_padding: NonNegativeInt = 0
+    crop_padding: Padding = 0
     noise_std: NonNegativeFloat = 0.0
 
 
@@ -378,7 +408,7 @@ class TrainConfig:
     one update.
     """
 
-    epochs: PositiveInt = 10
+    epochs: Epochs = 10
     eval_every: PositiveInt | None = None
     log_every: PositiveInt = 10
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
@@ -440,7 +470,7 @@ class Config:
     model: ModelConfig = Field(default_factory=MLPConfig)
     optimizer: OptimizerConfig = Field(default_factory=AdamWConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    seed: int = 0
+    seed: Seed = 0
     sweep: SweepConfig | None = None
     federated: FederatedConfig | None = None
     fairness: FairnessConfig | None = None

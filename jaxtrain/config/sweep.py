@@ -8,15 +8,19 @@ random search) or a distribution. Keys that only change numbers (optimizer setti
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from jaxtrain.config.base import STRICT, PositiveInt
+from jaxtrain.config.base import STRICT, Epochs, FiniteFloat, PositiveInt, Seed, capped
 
 AxisKey = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")]
-OpenFraction = Annotated[float, Field(gt=0, lt=1)]
+OpenFraction = Annotated[FiniteFloat, Field(gt=0, lt=1)]
+Int64 = capped(2**63 - 1, "numpy draws 64-bit integers", low=-(2**63))
+MAX_MEMBERS = 100_000
+Members = capped(MAX_MEMBERS, "a sanity cap: every member is trained, most of them at once")
 
 
 @dataclass(config=STRICT)
@@ -25,8 +29,8 @@ class Distribution:
     ``int_uniform`` on the integers low..high inclusive (seeds)."""
 
     distribution: Literal["uniform", "log_uniform", "int_uniform"]
-    low: float | int
-    high: float | int
+    low: FiniteFloat | Int64
+    high: FiniteFloat | Int64
 
     @model_validator(mode="after")
     def _ordered(self) -> Distribution:
@@ -34,6 +38,8 @@ class Distribution:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         if self.distribution == "log_uniform" and self.low <= 0:
             raise ValueError(f"log_uniform needs low > 0 (got {self.low})")
+        if self.distribution == "int_uniform" and max(abs(self.low), abs(self.high)) >= 2**62:
+            raise ValueError("int_uniform draws 64-bit integers: keep low and high within ±2**62")
         return self
 
 
@@ -42,7 +48,7 @@ class HalvingConfig:
     """Successive halving: at each rung (an epoch count) only the best ``keep`` fraction of
     the still-running members of a group go on; the rest stop and cost nothing after."""
 
-    rungs: tuple[PositiveInt, ...]
+    rungs: tuple[Epochs, ...]
     keep: OpenFraction = 0.5
 
     @model_validator(mode="after")
@@ -58,9 +64,9 @@ class PBTConfig:
     copy the state of a member from the best ``fraction`` (exploit), then multiply each
     swept optimizer setting by a factor drawn from ``perturb`` (explore)."""
 
-    every: PositiveInt = 2
-    fraction: Annotated[float, Field(gt=0, le=0.5)] = 0.25
-    perturb: tuple[Annotated[float, Field(gt=0)], ...] = (0.8, 1.25)
+    every: Epochs = 2
+    fraction: Annotated[FiniteFloat, Field(gt=0, le=0.5)] = 0.25
+    perturb: tuple[Annotated[FiniteFloat, Field(gt=0)], ...] = (0.8, 1.25)
 
 
 @dataclass(config=STRICT)
@@ -75,8 +81,8 @@ class SweepConfig:
     """
 
     axes: dict[AxisKey, list[Any] | Distribution]
-    samples: PositiveInt | None = None
-    seed: int = 0
+    samples: Members | None = None
+    seed: Seed = 0
     metric: Literal["accuracy", "loss", "f1_macro", "mse", "rmse", "mae", "r2"] | None = None
     halving: HalvingConfig | None = None
     pbt: PBTConfig | None = None
@@ -96,4 +102,9 @@ class SweepConfig:
                 )
         if "name" in self.axes or any(k.endswith(".name") for k in self.axes):
             raise ValueError("axes: a 'name' key cannot be swept (it picks the section's kind)")
+        if self.samples is None and math.prod(len(v) for v in self.axes.values()) > MAX_MEMBERS:
+            raise ValueError(
+                f"axes: the grid has more than {MAX_MEMBERS} members (a sanity cap: every "
+                "member is trained); sample it with sweep.samples"
+            )
         return self

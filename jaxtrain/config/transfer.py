@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from jaxtrain.config.base import STRICT, PositiveFloat, PositiveInt
+from jaxtrain.config.base import STRICT, Epochs, FiniteFloat, NonNegativeInt, PositiveFloat, Width
 
 Pattern = Annotated[str, Field(min_length=1)]
 
@@ -25,7 +25,7 @@ class LoRAConfig:
     ``lora_b: [rank, out]`` (zeros, so training starts from the pretrained function). Only
     the adapters (and the ``head``, if any) train; the base weights stay frozen."""
 
-    rank: PositiveInt = 4
+    rank: Width = 4
     alpha: PositiveFloat = 8.0
     targets: tuple[Pattern, ...] = ("*/attn/qkv/kernel", "*/attn/out/kernel")
 
@@ -36,7 +36,7 @@ class UnfreezeConfig:
     ``epochs_per_stage`` epochs the next top-level module below the head starts training too,
     from the top of the network down."""
 
-    epochs_per_stage: PositiveInt = 1
+    epochs_per_stage: Epochs = 1
 
 
 @dataclass(config=STRICT)
@@ -64,13 +64,13 @@ class TransferConfig:
     """
 
     init_from: Annotated[str, Field(min_length=1)]
-    step: Literal["best", "latest"] | Annotated[int, Field(ge=0)] = "best"
+    step: Literal["best", "latest"] | NonNegativeInt = "best"
     names: dict[str, str] | None = None
     head: tuple[Pattern, ...] = ()
     train: Literal["all", "head", "adapters"] = "all"
     freeze: tuple[Pattern, ...] = ()
     unfreeze: UnfreezeConfig | None = None
-    layer_decay: Annotated[float, Field(gt=0, le=1)] | None = None
+    layer_decay: Annotated[FiniteFloat, Field(gt=0, le=1)] | None = None
     lora: LoRAConfig | None = None
     normalizer: Literal["source", "refit"] = "source"
 
