@@ -147,6 +147,29 @@ def render_markdown(report: DataReport) -> str:
     return "\n".join(out) + "\n"
 
 
+def summary_lines(report: DataReport) -> list[str]:
+    """A short account of what preparation changed and found, for a run's report.md: rows
+    read and kept, each rule that found something, missing values, label suspects and any
+    example shared between splits (the details stay in data_report.md)."""
+    kept = sum(report.splits.values())
+    lines = [f"- {report.rows_in} rows read, {kept} kept ({report.split_method} split); "
+             "details in [data_report.md](data_report.md)"]  # fmt: skip
+    for s in report.steps:
+        if s["found"]:
+            lines.append(f"- **{s['rule']}** ({s['action']}): {s['found']} row(s)")
+    if report.dropped.get("rules"):
+        lines.append("- " + _dropped_line(report.dropped))
+    if report.missing.get("columns"):
+        total = sum(report.missing["columns"].values())
+        lines.append(f"- missing values: {total} cell(s) ({report.missing['action']})")
+    if report.label_suspects:
+        lines.append(f"- likely label errors: {len(report.label_suspects)}")
+    if report.leakage.get("found"):
+        shared = sum(d["examples"] for d in report.leakage["pairs"].values())
+        lines.append(f"- **leakage**: {shared} example(s) sit in two splits")
+    return lines
+
+
 def _dropped_line(dropped: dict) -> str:
     rules = ", ".join(
         f"{rule} {r['share']:.1%} ({r['dropped']} rows)" for rule, r in dropped["rules"].items()

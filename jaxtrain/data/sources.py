@@ -217,7 +217,8 @@ def _catalog_builder(name: str, data_dir: Path):
 
     bundled = ", ".join(sorted(LOCAL_BUILDERS))
     try:
-        builder = tfds.builder(name, data_dir=str(data_dir), try_gcs=False)
+        with _quiet_tfds():  # absl warns about variant folders of unprepared names
+            builder = tfds.builder(name, data_dir=str(data_dir), try_gcs=False)
     except tfds.core.registered.DatasetNotFoundError:
         raise DatasetError(
             f"data.name: unknown dataset {name!r}: not bundled with jaxtrain ({bundled}) "

@@ -8,6 +8,8 @@ from pathlib import Path
 from jaxtrain.config import Config, ConfigError, dump_config, load_config
 from jaxtrain.runner.run_dirs import CONFIG_FILE, stored_stats
 
+MAX_STEPS = 2**31 - 1  # TrainState.step is i32
+
 
 def checked_data(config: Config, source: str | Path, stats: dict | None = None):
     """Load and split the data; every problem becomes one error line naming ``source`` (the
@@ -30,6 +32,13 @@ def checked_data(config: Config, source: str | Path, stats: dict | None = None):
             raise DatasetError(
                 f"data.batch_size: {config.data.batch_size} is larger than the training split "
                 f"({train_size} examples)"
+            )
+        steps = config.train.epochs * train_size // config.data.batch_size
+        if steps > MAX_STEPS:
+            raise DatasetError(
+                f"train.epochs: {config.train.epochs} epochs of {train_size} examples in "
+                f"batches of {config.data.batch_size} are {steps:,} steps, more than "
+                f"{MAX_STEPS:,} (the step counter is a 32-bit integer)"
             )
     except (DatasetError, ValueError) as err:
         raise DatasetError(f"{source}: {err}") from None

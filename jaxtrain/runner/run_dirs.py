@@ -50,8 +50,8 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
     parent = Path(runs_dir) / name
     try:
         parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise RunError(f"{parent}: cannot create the run folder (a file is in the way)") from None
+    except OSError as err:  # a file in the way, no permission, a full disk
+        raise RunError(f"{parent}: cannot create the run folder ({err.strerror})") from None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):
         candidate = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")

@@ -10,6 +10,7 @@ import numpy as np
 
 from jaxtrain.config import Config, config_to_dict
 from jaxtrain.data import PreparedData
+from jaxtrain.data.data_report import summary_lines
 from jaxtrain.data.text import unigram_bits_per_byte
 from jaxtrain.logging import plot_confusion_matrix, plot_learning_curves, read_metrics
 from jaxtrain.logging.outputs import RunOutputs
@@ -50,8 +51,10 @@ def _analysis(data: PreparedData, outputs: np.ndarray, seed: int, run_dir: Path)
         return classification_analysis(outputs, test.labels, seed, run_dir / "reliability.png")
     if data.task == "regression":
         scaler = data.target_normalizer
-        targets = test.labels.reshape(len(test), -1) * scaler.scale + scaler.shift
-        return regression_analysis(outputs * scaler.scale + scaler.shift, targets, seed)
+        # R², RMSE and MAE ignore a shift: leaving it out keeps float32 exact for targets far
+        # from zero (around 1e5 the shift alone would eat the decimals).
+        targets = test.labels.reshape(len(test), -1) * scaler.scale
+        return regression_analysis(outputs * scaler.scale, targets, seed)
     return {}
 
 
@@ -151,6 +154,8 @@ def write_outputs(
     if analysis.get("reliability_diagram"):
         plots["reliability_diagram"] = analysis["reliability_diagram"]
     sections = dict(sections or {})
+    if data.report is not None:
+        sections["Data preparation"] = summary_lines(data.report)
     if analysis:
         sections["Held-out analysis (test split)"] = _analysis_lines(analysis)
     if diagnosis:
