@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 
 from jaxtrain.checkpoint import CorruptCheckpoint, state_digest
 from jaxtrain.cli import main
-from jaxtrain.config import load_config
+from jaxtrain.config import load_config, strict_yaml
 from jaxtrain.runner import RunError, run_lock, train
 from jaxtrain.train import stop_at_step, train_and_evaluate
 from tests.support import ROOT, small_mlp_yaml
@@ -246,7 +247,10 @@ def test_nothing_loads_pickle() -> None:
         if "import pickle" in p.read_text() or "pickle.load" in p.read_text()
     ]
     assert offenders == []
-    assert all("yaml.load(" not in p.read_text() for p in sources)
+    # PyYAML's own yaml.load (strict_yaml.load is the safe loader's subclass, not it).
+    unsafe = re.compile(r"(?<![\w.])yaml\.load\(")
+    assert not [p for p in sources if unsafe.search(p.read_text())]
+    assert issubclass(strict_yaml._Loader, yaml.SafeLoader)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Likely label errors by confident learning (Northcutt, Jiang & Chuang, 2021).
 
-Out-of-fold probabilities come from k small models trained at once: one full-batch training
-function (``lax.scan`` of Adam steps on a fold-masked, weighted loss) vmapped over the folds,
-so the k-fold cross-validation is a single XLA program. The suspects are exactly those of
+Out-of-fold probabilities come from k small models trained at once: the toolkit's one train
+step scanned over full-batch Adam steps on a fold-masked, weighted loss, vmapped over the
+folds, so the k-fold cross-validation is a single XLA program. The suspects are exactly those of
 cleanlab's ``cleanlab.filter.find_label_issues(labels, pred_probs,
 filter_by="confident_learning")`` on the same probabilities (tested for equality).
 """
@@ -58,28 +58,41 @@ def make_fit(
     x: f32[n, d]; y: i32[n]; weights: f32[n] (0 leaves an example out). A multinomial
     logistic regression (``hidden`` 0) or a tanh MLP with one hidden layer, trained for
     ``steps`` full-batch Adam steps on the weighted mean cross-entropy plus ``l2`` times the
-    squared norm of the weight matrices.
+    squared norm of the weight matrices: the toolkit's one train step
+    (:func:`jaxtrain.train.step.make_train_step`) scanned over the full batch.
     """
+    # Imported here: the data layer sits below train, whose package imports data.
+    from jaxtrain.train.scan import scan_steps
+    from jaxtrain.train.state import TrainState
+    from jaxtrain.train.step import make_train_step
+    from jaxtrain.train.tasks import classification
+
     tx = optax.adam(learning_rate)
+
+    def penalty(params):
+        return l2 * sum(jnp.sum(w**2) for name, w in params.items() if name[0] == "w")
+
+    step = make_train_step(_Logits(), tx, classification(num_classes), penalty)
 
     def fit(key: jax.Array, x: jax.Array, y: jax.Array, weights: jax.Array):
         params = _init(key, x.shape[1], num_classes, hidden)
-
-        def loss_fn(params):
-            losses = optax.softmax_cross_entropy_with_integer_labels(predict_logits(params, x), y)
-            data = jnp.sum(weights * losses) / jnp.maximum(jnp.sum(weights), 1.0)
-            return data + l2 * sum(jnp.sum(w**2) for name, w in params.items() if name[0] == "w")
-
-        def step(carry, _):
-            params, opt_state = carry
-            grads = jax.grad(loss_fn)(params)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
-
-        (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
-        return params
+        n = x.shape[0]
+        # The step's weighted mean is mean(w * loss); scaled so that it is the weighted
+        # average sum(w * loss) / sum(w) over the examples a fold keeps.
+        data = {"inputs": x, "labels": y, "weights": weights * n / jnp.maximum(weights.sum(), 1)}
+        state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), {}, key)
+        plan = {"rows": jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (steps, n))}
+        state, _ = scan_steps(step, state, data, plan)
+        return state.params
 
     return fit
+
+
+class _Logits:
+    """The fold models as the step's ``model``: ``apply({"params": p}, x) -> logits``."""
+
+    def apply(self, variables, inputs, train=False, rngs=None, **_):
+        return predict_logits(variables["params"], inputs)
 
 
 def _init(key: jax.Array, features: int, classes: int, hidden: int) -> dict:

@@ -46,11 +46,7 @@ def _evaluate_locked(run_dir: Path) -> dict[str, Any]:
         write_result(run_dir, "eval.json", result)
         return result
     pieces = build_pieces(config, data, pretrained=False)
-    with pieces.checkpoints(run_dir / "checkpoints", config) as checkpoints:
-        step = checkpoints.best_step()
-        if step is None:
-            raise RunError(f"{run_dir / 'checkpoints'}: no checkpoint to evaluate")
-        state = checkpoints.restore(step, pieces.state)
+    step, state = _best_checkpoint(run_dir, config, pieces, "evaluate")
     eval_step = eval_step_for(pieces)
     batch, splits = config.data.eval_batch_size, pieces.data.splits
     result = {
@@ -142,11 +138,7 @@ def generate_text(
         raise RunError(f"--temperature: {temperature} is negative; use 0 for greedy decoding")
     data = checked_data(config, run_dir / CONFIG_FILE, stored_stats(run_dir))
     pieces = build_pieces(config, data, pretrained=False)
-    with pieces.checkpoints(run_dir / "checkpoints", config) as checkpoints:
-        step = checkpoints.best_step()
-        if step is None:
-            raise RunError(f"{run_dir / 'checkpoints'}: no checkpoint to generate from")
-        state = checkpoints.restore(step, pieces.state)
+    _, state = _best_checkpoint(run_dir, config, pieces, "generate from")
     output = generate(
         pieces.model,
         state.params,
@@ -157,3 +149,12 @@ def generate_text(
         top_k=top_k,
     )
     return bytes(np.asarray(output[0], np.uint8)).decode("utf-8", errors="replace")
+
+
+def _best_checkpoint(run_dir: Path, config, pieces, purpose: str):
+    """``(step, state)`` of the run's best checkpoint; a RunError when there is none."""
+    with pieces.checkpoints(run_dir / "checkpoints", config) as checkpoints:
+        step = checkpoints.best_step()
+        if step is None:
+            raise RunError(f"{run_dir / 'checkpoints'}: no checkpoint to {purpose}")
+        return step, checkpoints.restore(step, pieces.state)

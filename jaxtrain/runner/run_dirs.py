@@ -38,7 +38,7 @@ def check_runs_dir(runs_dir: str | Path | None) -> Path:
     for folder in (parent, *parent.parents):
         if folder.exists():
             if not folder.is_dir():
-                raise RunError(f"--runs-dir {parent}: {folder} is a file, not a folder")
+                raise RunError(f"--runs-dir {parent}: {folder} is not a directory")
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise RunError(f"--runs-dir {parent}: {folder} is not writable")
             break

@@ -84,8 +84,9 @@ def make_train_step(
     f32[b]. ``task`` defaults to classification; ``augment(inputs, key)`` transforms the
     inputs first, with a key folded from the step's. Metrics are f32 scalars: the mean ``loss``
     (penalty included), the task's batch metrics (e.g. ``accuracy``), the global
-    ``grad_norm``, the ``learning_rate`` used and ``nonfinite`` (1 when the loss or the
-    gradient was NaN/inf: that update was skipped, the state carried over unchanged).
+    ``grad_norm``, the ``learning_rate`` used and ``nonfinite`` (1 when the loss, the
+    gradient or the update was NaN/inf: that update was skipped, the state carried over
+    unchanged).
 
     The same step serves every way of running it:
 
@@ -136,9 +137,11 @@ def make_train_step(
             grads, loss, batch_metrics = jax.lax.pmean((grads, loss, batch_metrics), axis_name)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         grad_norm = optax.global_norm(grads)
-        # A non-finite loss or gradient skips the update (state kept, step still counted) and
-        # says so in the metrics; the host decides what to do when it next reads them.
+        # A non-finite loss, gradient or update (a finite gradient times an infinite rate)
+        # skips the update (state kept, step still counted) and says so in the metrics; the
+        # host decides what to do when it next reads them.
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        finite &= jnp.isfinite(optax.global_norm(updates))
         updated = (optax.apply_updates(state.params, updates), opt_state, model_state)
         kept = (state.params, state.opt_state, state.model_state)
         params, opt_state, model_state = jax.tree.map(
