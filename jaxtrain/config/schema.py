@@ -34,6 +34,7 @@ from jaxtrain.config.base import STRICT as _STRICT
 from jaxtrain.config.distributed import DistributedConfig
 from jaxtrain.config.federated import FederatedConfig, dp_model_problem
 from jaxtrain.config.prepare import PrepareConfig
+from jaxtrain.config.privacy import DPSGDConfig, dp_sgd_problem
 from jaxtrain.config.sweep import SweepConfig
 from jaxtrain.config.transfer import TransferConfig
 
@@ -421,6 +422,7 @@ class TrainConfig:
     fused_epochs: bool = False
     precision: Literal["float32", "bfloat16"] = "float32"
     micro_batches: PositiveInt = 1
+    dp: DPSGDConfig | None = None
 
     @model_validator(mode="after")
     def _one_monitor(self) -> TrainConfig:
@@ -488,7 +490,7 @@ class Config:
 
     @model_validator(mode="after")
     def _dp_covers_the_model(self) -> Config:
-        problem = dp_model_problem(self.federated, self.model)
+        problem = dp_model_problem(self.federated, self.model) or dp_sgd_problem(self)
         if problem:
             raise ValueError(problem)
         return self

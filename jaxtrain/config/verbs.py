@@ -20,6 +20,7 @@ _LOOP_ONLY = {
         ("parallel", "a sweep places its members on devices itself (sweep.devices)"),
         ("early_stopping", "stop weak members with sweep.halving instead"),
         ("reduce_on_plateau", "a sweep has no per-member plateau schedule; sweep the rate"),
+        ("dp", "members train on fixed-size batches; DP-SGD needs Poisson-sampled ones"),
     ],
     "federated": [
         ("parallel", "a round places its clients itself (one vmapped program)"),

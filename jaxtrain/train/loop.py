@@ -112,6 +112,7 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
         checkpoints.mode,
         config.optimizer.learning_rate,
     )
+    epsilon_at = pieces.privacy.curve(eval_every) if pieces.privacy else {}
     host_state, step = pieces.state, 0
     if resume:
         found, host_state = checkpoints.restore_latest_good(host_state, iterator)
@@ -139,7 +140,8 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
         metrics = evaluate(
             eval_step, current, data.splits["validation"], config.data.eval_batch_size, pieces.task
         )
-        outputs.log(at, "validation", scalars(metrics))
+        spent = {"epsilon": epsilon_at[at]} if at in epsilon_at else {}  # train.dp
+        outputs.log(at, "validation", {**scalars(metrics), **spent})
         factor = plateau.update(metrics) if plateau else 1.0
         if factor < 1.0:  # before saving, so resume keeps the new rate
             peak = float(current.opt_state.hyperparams[PEAK]) * factor
