@@ -216,7 +216,7 @@ def check_determinism(
     digests = []
     for _ in range(2):
         pieces = build_pieces(config, data)
-        placement = build_placement(config.train.parallel)
+        placement = build_placement(config.train.parallel, pieces)
         iterator = iter(training_stream(config, pieces, placement))
         advance, _ = make_advance(config, pieces, placement, iterator)
         count = min(steps, pieces.total_steps)
