@@ -29,12 +29,13 @@ from jaxtrain.models.partitioning import logical_axes
 from jaxtrain.models.transformer import TransformerLM
 from jaxtrain.train.mesh import make_mesh, param_spec, state_specs
 from jaxtrain.train.parallel import build_placement
-from jaxtrain.train.state import TrainState, create_train_state
+from jaxtrain.train.state import TrainState
 from tests.parallel_worker import LM_YAML
 from tests.support import ROOT
 
 PARAMS_ATOL = 1e-5  # float32 sums in another order, amplified a little by Adam
-EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+# Forced host devices exist on the CPU platform only (also where a GPU is the default).
+EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
 MLP_IN = "['block_0']['mlp_in']['kernel']"
 QKV = "['block_0']['attn']['qkv']['kernel']"
 
@@ -185,16 +186,18 @@ def test_bad_parallel_settings_name_the_key(value, message) -> None:
         load_config_text(LM_YAML, f"train.parallel={value}")
 
 
-def test_state_layout_on_one_device_is_the_identity() -> None:
-    """A 1x1 mesh (the GPU check's layout) changes nothing: same step, same numbers."""
-    config = load_config_text(LM_YAML, "train.parallel={mesh: {data: 1, model: 1}, fsdp: true}")
-    model = TransformerLM(vocab_size=64, d_model=32, num_heads=4, num_layers=1, max_len=16)
-    tx = optax.adam(1e-3)
-    state = create_train_state(model, tx, (16,), 0, jnp.int32)
-    placement = build_placement(config.train.parallel)
-    placed = placement.put_state(state)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(placed.params), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+def test_a_one_device_mesh_trains_like_plain_jit(tmp_path: Path) -> None:
+    """A 1x1 mesh (what one GPU runs under train.parallel: fsdp) is the same step: same
+    numbers as ``jax.jit`` on the default device, whatever the backend."""
+    from tests.mesh_worker import train
+
+    path = tmp_path / "lm.yaml"
+    path.write_text(LM_YAML)
+    _, pieces, _, plain = train(path, "none", 3)
+    _, _, placement, meshed = train(path, "fsdp", 3, pieces.data)
+    assert placement.describe()["mesh"] == {"data": 1, "model": 1}
+    for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(meshed.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
 # -- 8 forced CPU devices ------------------------------------------------------------

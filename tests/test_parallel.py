@@ -51,7 +51,8 @@ MORE_EIGHT_DEVICE_SPECS = {  # slow: the remaining combinations
     "fsdp": "train.parallel=fsdp",
     "single_then_4x2_fsdp": ">7>train.parallel={mesh: {data: 4, model: 2}, fsdp: true}",
 }
-EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+# Forced host devices exist on the CPU platform only (also where a GPU is the default).
+EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
 
 
 def _worker(out: Path, specs: dict[str, str], env: dict[str, str], **popen) -> subprocess.Popen:
@@ -156,6 +157,7 @@ def test_two_processes_equal_the_single_device_run(tmp_path: Path) -> None:
             {"multi": "train.parallel=sharded"},
             {
                 "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+                "JAX_PLATFORMS": "cpu",
                 "JAXTRAIN_COORDINATOR": f"127.0.0.1:{port}",
                 "JAXTRAIN_NUM_PROCESSES": "2",
                 "JAXTRAIN_PROCESS_ID": str(index),
