@@ -151,6 +151,27 @@ def test_a_batch_must_split_over_the_data_axis_only() -> None:
         Placement("sharded", 4).check_batch(30, "data.batch_size")
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.parallel={mesh: {data: 4, model: 2}}", "data=4 x model=2 = 8 devices, but 1 are"),
+        ("train.parallel={mesh: {model: 3}}", "mesh.model=3 does not divide the 1 devices"),
+    ],
+)
+def test_an_impossible_mesh_stops_the_command_before_a_run_exists(
+    tmp_path: Path, capsys, override: str, message: str
+) -> None:
+    from jaxtrain.cli import main
+
+    config = tmp_path / "lm.yaml"
+    config.write_text(LM_YAML)
+    code = main(["train", str(config), override, "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert f"{config}: train.parallel" in err and message in err
+    assert not (tmp_path / "runs").exists()
+
+
 def load_config_text(text: str, *overrides: str):
     import tempfile
 

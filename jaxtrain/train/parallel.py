@@ -219,6 +219,18 @@ def build_placement(parallel: Any, pieces: Any = None) -> Placement:
     return Placement("sharded", mesh.shape[meshes.DATA], mesh, fsdp, axes)
 
 
+def check_placement(config: Any, source: object = "config") -> None:
+    """Raise ConfigError naming ``source`` when ``config.train.parallel`` cannot be laid out
+    on the visible devices or a batch size does not split over them: before a run starts, so
+    a run directory is never left half made (the loop checks again, with the model)."""
+    try:
+        placement = build_placement(config.train.parallel)
+        placement.check_batch(config.data.batch_size, "data.batch_size")
+        placement.check_batch(config.data.eval_batch_size, "data.eval_batch_size")
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
 def _model_axes(pieces: Any) -> dict[str, tuple[str | None, ...]]:
     """The logical axis names of ``pieces.model``'s parameters (see
     :func:`jaxtrain.models.partitioning.logical_axes`)."""
