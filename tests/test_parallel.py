@@ -149,12 +149,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_equal_the_single_device_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", ["sharded", pytest.param("fsdp", marks=pytest.mark.slow)])
+def test_two_processes_equal_the_single_device_run(tmp_path: Path, parallel: str) -> None:
     port = _free_port()
     processes = [
         _worker(
             tmp_path,
-            {"multi": "train.parallel=sharded"},
+            {"multi": f"train.parallel={parallel}"},
             {
                 "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
                 "JAX_PLATFORMS": "cpu",

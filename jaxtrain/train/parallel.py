@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxtrain.config import ConfigError
+from jaxtrain.models.partitioning import logical_axes
 from jaxtrain.train import mesh as meshes
 
 AXIS = meshes.DATA  # the data-parallel axis name (pmap axis, mesh axis)
@@ -135,8 +136,17 @@ class Placement:
     def host_state(self, state: Any) -> Any:
         """The state as checkpoints and evaluation want it: no device axis. (Under
         ``sharded`` the global arrays themselves, replicated or sharded: Orbax writes each
-        array once, whatever its layout, and restores it into any other.)"""
-        return _first(state) if self.kind == "pmap" else state
+        array once, whatever its layout, and restores it into any other. With several
+        processes, sharded arrays are gathered first, replicated, so that every process can
+        read them: checkpoint digests, evaluation, the returned state.)"""
+        if self.kind == "pmap":
+            return _first(state)
+        if self.kind == "sharded" and jax.process_count() > 1:
+            replicated = NamedSharding(self.mesh, P())
+            if not all(x.sharding.is_fully_replicated for x in jax.tree.leaves(state)):
+                gather = jax.jit(lambda tree: tree, out_shardings=replicated)
+                return gather(state)
+        return state
 
     def put_batch(self, batch: Any, *, whole: bool = False) -> Any:
         """A host batch onto the devices: ``sharded`` splits it over the mesh; ``pmap``
@@ -234,8 +244,6 @@ def check_placement(config: Any, source: object = "config") -> None:
 def _model_axes(pieces: Any) -> dict[str, tuple[str | None, ...]]:
     """The logical axis names of ``pieces.model``'s parameters (see
     :func:`jaxtrain.models.partitioning.logical_axes`)."""
-    from jaxtrain.models.partitioning import logical_axes
-
     train = pieces.data.splits["train"]
     return logical_axes(pieces.model, pieces.data.input_shape, train.inputs.dtype)
 
