@@ -2,9 +2,9 @@
 
 Run by ``scripts/device_check.sh`` (on a machine with one NVIDIA GPU); ``--dry-run`` runs
 every measurement at tiny sizes on whatever JAX finds (the CPU in the test suite), so the
-script is known to work before a GPU is lent. ``--out FILE`` writes the Markdown section there
-too (it is always printed). Sizes of the full run can be changed with ``DEVICE_CHECK_LM``,
-e.g. ``DEVICE_CHECK_LM=d_model=1024,layers=24,batch=16``.
+script is known to work before a GPU is lent. ``--out FILE`` writes the Markdown section
+there too, line by line (it is always printed). Sizes of the full run can be changed with
+``DEVICE_CHECK_LM``, e.g. ``DEVICE_CHECK_LM=d_model=1024,layers=24,batch=16``.
 
 1. **Transformer LM, bfloat16** (``jaxtrain.models.TransformerLM``, compute dtype bfloat16,
    float32 parameters and AdamW state; the toolkit's one ``make_train_step``) on random byte
@@ -280,11 +280,16 @@ def main() -> None:
         sizes["lm"][key] = int(value)
     device = jax.devices()[0]
     peak, source = device_peak_flops(device, jnp.bfloat16)
-    lines = []
+    if args.out is not None:
+        args.out.write_text("")
 
     def out(line: str = "") -> None:
+        """Print ``line`` and append it to ``--out`` at once (a run stopped by its time
+        limit keeps what it measured)."""
         print(line, flush=True)
-        lines.append(line)
+        if args.out is not None:
+            with args.out.open("a") as file:
+                file.write(line + "\n")
 
     try:
         import torch
@@ -377,8 +382,6 @@ def main() -> None:
         if key in results:
             out(f"{key}: {results[key]:.2f}")
     out("```")
-    if args.out is not None:
-        args.out.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

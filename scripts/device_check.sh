@@ -67,10 +67,10 @@ EOF
 # 2. tests (skipped by --dry-run: the test suite is what runs the dry run)
 if [ "$dry" = 0 ]; then
     stage "tests: 8 forced CPU devices and the GPU, side by side"
-    JAX_PLATFORMS=cpu timeout 200 "$python" -m pytest -q -p no:cacheprovider -n 6 \
+    JAX_PLATFORMS=cpu timeout 180 "$python" -m pytest -q -p no:cacheprovider -n 6 \
         --dist loadfile tests/test_mesh.py tests/test_parallel.py > "$out/tests_cpu.log" 2>&1 &
     cpu_tests=$!
-    XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_DEFAULT_MATMUL_PRECISION=highest timeout 200 \
+    XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_DEFAULT_MATMUL_PRECISION=highest timeout 180 \
         "$python" -m pytest -q -p no:cacheprovider -n 4 --dist loadfile tests/test_step.py \
         tests/test_transformer.py tests/test_one_step.py \
         tests/test_mesh.py::test_a_one_device_mesh_trains_like_plain_jit \
@@ -87,8 +87,8 @@ fi
 # 3. measurements
 stage "measurements"
 # JAX takes GPU memory as it needs it (not 75% up front), so PyTorch's twins find room too.
-XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 270 "$python" scripts/device_bench.py "${bench_flags[@]}" --out "$out/device_check.md" \
-    || failed+=(measurements)
+XLA_PYTHON_CLIENT_PREALLOCATE=false timeout 250 "$python" scripts/device_bench.py \
+    "${bench_flags[@]}" --out "$out/device_check.md" || failed+=(measurements)
 
 stage "done"
 if [ "${#failed[@]}" -gt 0 ]; then

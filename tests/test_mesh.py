@@ -125,6 +125,22 @@ def test_transformer_names_its_parameter_axes_and_keeps_plain_arrays() -> None:
     )
 
 
+def test_annotations_leave_the_initial_parameters_bitwise_unchanged(monkeypatch) -> None:
+    import jaxtrain.models.transformer as transformer
+
+    def init(model):
+        tokens = jnp.zeros((1, 16), jnp.int32)
+        return jax.jit(lambda t: model.init(jax.random.key(3), t)["params"])(tokens)
+
+    kwargs = {"vocab_size": 64, "d_model": 32, "num_heads": 4, "num_layers": 2, "max_len": 16}
+    annotated = init(TransformerLM(**kwargs, norm="rmsnorm", tie_embeddings=False))
+    monkeypatch.setattr(transformer, "logical", lambda init, *names: init)  # no annotations
+    plain = init(TransformerLM(**kwargs, norm="rmsnorm", tie_embeddings=False))
+    assert jax.tree.structure(annotated) == jax.tree.structure(plain)
+    for a, b in zip(jax.tree.leaves(annotated), jax.tree.leaves(plain), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_a_mesh_that_does_not_match_the_devices_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"train.parallel.mesh: data=4 x model=2 = 8 devices"):
         make_mesh(4, 2)
