@@ -125,6 +125,17 @@ def test_transformer_names_its_parameter_axes_and_keeps_plain_arrays() -> None:
     )
 
 
+def test_transfer_wrappers_are_looked_through_for_the_base_models_axes() -> None:
+    from jaxtrain.transfer.lora import LoRAModel
+    from jaxtrain.transfer.model import FrozenModel
+
+    base = TransformerLM(vocab_size=64, d_model=32, num_heads=4, num_layers=1, max_len=16)
+    lora = LoRAModel(base, ("*/attn/qkv/kernel",), 2, 4.0)
+    expected = logical_axes(base, (16,), jnp.int32)
+    assert logical_axes(lora, (16,), jnp.int32) == expected  # adapters: unannotated
+    assert logical_axes(FrozenModel(lora, frozenset({"embed"})), (16,), jnp.int32) == expected
+
+
 def test_annotations_leave_the_initial_parameters_bitwise_unchanged(monkeypatch) -> None:
     import jaxtrain.models.transformer as transformer
 

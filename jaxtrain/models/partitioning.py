@@ -59,7 +59,12 @@ def logical_axes(
     ``"['block_0']['attn']['qkv']['kernel']"``); unannotated parameters are absent.
 
     Runs ``model.init`` abstractly (``jax.eval_shape``) for inputs
-    ``input_dtype[1, *input_shape]`` (integer dtypes as int32, as :func:`make_init` does)."""
+    ``input_dtype[1, *input_shape]`` (integer dtypes as int32, as :func:`make_init` does).
+    A wrapper that is not a Flax module but holds one as ``base`` (transfer learning's LoRA
+    and frozen-parameter models) is looked through: its base's parameters keep their paths
+    in the wrapper's tree, and what it adds (LoRA's adapters) is unannotated."""
+    while not isinstance(model, nn.Module) and hasattr(model, "base"):
+        model = model.base
     integer = jnp.issubdtype(jnp.dtype(input_dtype), jnp.integer)
     dummy = jax.ShapeDtypeStruct((1, *input_shape), jnp.int32 if integer else jnp.float32)
 
