@@ -9,6 +9,7 @@ exploits and checkpoints (one :class:`jaxtrain.checkpoint.Checkpoints`) every N 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,15 +24,11 @@ from tqdm.auto import tqdm
 from jaxtrain.checkpoint import Checkpoints
 from jaxtrain.config import CheckpointConfig, Config
 from jaxtrain.config.verbs import check_verb
+from jaxtrain.data import prepare_data
+from jaxtrain.distributed import is_writer
 from jaxtrain.sweep import population as pop
 from jaxtrain.sweep.best import save_best
-from jaxtrain.sweep.build import (
-    BuiltGroup,
-    build_group,
-    group_monitor,
-    initial_population,
-    monitor_of,
-)
+from jaxtrain.sweep.build import BuiltGroup, build_group, initial_population, monitor_of
 from jaxtrain.sweep.pbt import exploit_explore
 from jaxtrain.sweep.results import write_results
 from jaxtrain.sweep.space import HYPERPARAMS, Group, expand, vmappable
@@ -59,16 +56,24 @@ class Best:
 @dataclass
 class Progress:
     """What a sweep has done: per-member records, the best member, finished groups, and where
-    the running group is (``{"group", "step", "active"}``); its checkpoint's JSON part."""
+    the running group is (``{"group", "step", "active"}``); its checkpoint's JSON part.
+    ``extra`` holds what a search in rounds adds (the round, the wall time so far)."""
 
     records: dict[int, dict[str, Any]] = field(default_factory=dict)
     best: Best = field(default_factory=Best)
     done: list[int] = field(default_factory=list)
     position: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def meta(self, position) -> dict[str, Any]:
         best = {k: v for k, v in self.best.__dict__.items() if k != "state"}
-        return {"records": self.records, "done": self.done, "position": position, "best": best}
+        return {
+            "records": self.records,
+            "done": self.done,
+            "position": position,
+            "best": best,
+            "extra": self.extra,
+        }
 
 
 def run_sweep(
@@ -77,7 +82,8 @@ def run_sweep(
     """Train every member of ``config.sweep`` in ``run_dir`` (which must exist) and write
     ``members.csv``, ``members.json``, plots, ``report.md`` and ``best/`` (the best member as
     a run directory with its Orbax checkpoint). With ``resume`` the population checkpoint in
-    ``run_dir`` is restored and the sweep continues exactly where it stopped.
+    ``run_dir`` is restored and the sweep continues exactly where it stopped. A search in
+    rounds (``sweep.rounds``, an Optuna sampler) runs :func:`jaxtrain.sweep.search.run_search`.
 
     Returns ``{"run_dir", "metric", "mode", "best": {...}, "members": [row, ...], ...}`` (what
     ``members.json`` holds) plus ``"populations"``: per group trained in this call, the final
@@ -85,6 +91,10 @@ def run_sweep(
     """
     run_dir = Path(run_dir)
     check_verb(config, "sweep", run_dir / "config.yaml")
+    if config.sweep.search:
+        from jaxtrain.sweep.search import run_search
+
+        return run_search(config, run_dir, resume=resume, progress=progress)
     groups = expand(config, str(run_dir))
     started = time.perf_counter()
     done = Progress()
@@ -92,37 +102,50 @@ def run_sweep(
     checkpoints = Checkpoints(run_dir / POPULATION_DIR, CheckpointConfig(keep=1))
     try:
         if resume:
-            _restore_progress(checkpoints, done, groups)
+            restore_progress(checkpoints, done, lambda best: like_state(groups[best.group]))
         total = sum(g.config.train.epochs * len(g.members) for g in groups)  # an estimate
-        with tqdm(total=total, disable=None if progress else True, desc=config.name) as bar:
+        with progress_bar(total, config.name, progress) as bar:
             bar.update(sum(r["step"] for r in done.records.values()))
             for group in groups:
                 if group.index in done.done:
                     continue
-                built = build_group(group)
-                monitor = monitor_of(config, next(iter(built.data.values())))
-                here = (
-                    done.position
-                    if done.position and done.position["group"] == group.index
-                    else None
-                )
-                populations[group.index] = _train_group(
-                    config, built, monitor, done, checkpoints, here, bar
-                )
+                populations[group.index] = train_group(config, group, done, checkpoints, bar)
                 done.done.append(group.index)
         checkpoints.wait()
     finally:
         checkpoints.close()
+    chosen = next(m for g in groups for m in g.members if m.index == done.best.member)
+    summary = finish(config, run_dir, done, chosen.config, len(groups), started)
+    return {**summary, "populations": populations}
+
+
+def progress_bar(total: int, name: str, progress: bool) -> tqdm:
+    """The sweep's progress bar (member-steps), shown by the writing process only."""
+    return tqdm(total=total, disable=None if progress and is_writer() else True, desc=name)
+
+
+def finish(
+    config: Config,
+    run_dir: Path,
+    done: Progress,
+    best_config: Config,
+    groups: int,
+    started: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Save the best member as ``best/``, evaluate it on the test split and write the rows,
+    plots and report (process 0). Returns the summary (``members.json``)."""
     best = done.best
-    monitor, mode = group_monitor(config, groups[best.group])
-    chosen = next(m for m in groups[best.group].members if m.index == best.member)
-    test = save_best(run_dir / BEST_DIR, chosen.config, best, monitor, mode)
+    if best.member is None:
+        raise RuntimeError(f"{run_dir}: no member of the sweep reached an evaluation")
+    monitor, mode = monitor_of(config, prepare_data(best_config.data))
+    test = save_best(run_dir / BEST_DIR, best_config, best, monitor, mode)
     rows = [done.records[i] for i in sorted(done.records)]
     summary = {
         "run_dir": str(run_dir),
         "metric": monitor,
         "mode": mode,
-        "groups": len(groups),
+        "groups": groups,
         "members": rows,
         "best": {
             "member": best.member,
@@ -133,23 +156,31 @@ def run_sweep(
             "test": scalars(test),
         },
         "wall_time_s": time.perf_counter() - started,
+        **(extra or {}),
     }
-    write_results(run_dir, config, summary)
-    return {**summary, "populations": populations}
+    if is_writer():
+        write_results(run_dir, config, summary)
+    return summary
 
 
-def _restore_progress(checkpoints: Checkpoints, done: Progress, groups: list[Group]) -> None:
-    """The records, best member and position of the newest intact population checkpoint."""
+def like_state(group: Group) -> Any:
+    """A single member's state shaped like ``group``'s (what a checkpoint restores into)."""
+    return build_group(group).pieces.state
+
+
+def restore_progress(checkpoints: Checkpoints, done: Progress, like_of) -> None:
+    """The records, best member and position of the newest intact population checkpoint;
+    ``like_of(best)`` gives a state shaped like the best member's."""
     step, parts = checkpoints.latest_good({}, records=("meta",))
     if step is None:
         return
     meta = parts["meta"]
     done.records = {int(k): v for k, v in meta["records"].items()}
     done.done, done.position = meta["done"], meta["position"]
+    done.extra = meta.get("extra", {})
     done.best = Best(**meta["best"])
-    if done.best.group is not None:
-        like = build_group(groups[done.best.group]).pieces.state
-        done.best.state = checkpoints.restore_parts(step, {"best": like})["best"]
+    if done.best.member is not None:
+        done.best.state = checkpoints.restore_parts(step, {"best": like_of(done.best)})["best"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,21 +190,35 @@ def _restore_progress(checkpoints: Checkpoints, done: Progress, groups: list[Gro
 @dataclass
 class Live:
     """The running population: its state, the member ids along its axis, their datasets, and
-    the device layout (rebuilt whenever members stop)."""
+    the device layout (rebuilt whenever members stop). Across processes the rows are padded
+    to a multiple of the devices (:func:`jaxtrain.sweep.population.padded`); rows past
+    ``len(active)`` repeat the last member and are never read."""
 
     state: Any
     active: list[int]
     data_index: np.ndarray
     step: int
     mesh: Any = None
+    index: Any = None
     train_data: Any = None
     validation: Any = None
 
     def place(self, devices: int | None, built: BuiltGroup) -> None:
-        self.mesh = pop.member_mesh(len(self.active), devices)
-        self.state = pop.shard_members(self.state, self.mesh)
+        """Lay ``state`` (one row per active member) out over the devices."""
+        n = len(self.active)
+        self.mesh = pop.member_mesh(n, devices)
+        order = list(range(n)) + [n - 1] * (pop.padded(n, self.mesh) - n)
+        state = self.state if len(order) == n else pop.take(self.state, order)
+        self.state = pop.shard_members(state, self.mesh)
+        self.index = pop.shard_members(np.asarray(self.data_index[order], np.int32), self.mesh)
         self.train_data = pop.replicate(built.train_data, self.mesh)
         self.validation = pop.replicate(built.validation, self.mesh)
+
+    def real(self) -> Any:
+        """The state without padding rows (one row per active member)."""
+        rows = jax.tree.leaves(self.state)[0].shape[0]
+        n = len(self.active)
+        return self.state if rows == n else pop.take(self.state, list(range(n)))
 
     def keep(self, positions: list[int], devices: int | None, built: BuiltGroup) -> None:
         """Only the members at ``positions`` go on."""
@@ -183,25 +228,50 @@ class Live:
         self.place(devices, built)
 
 
-def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at, bar):
+def train_group(
+    config: Config,
+    group: Group,
+    done: Progress,
+    checkpoints: Checkpoints,
+    bar: tqdm,
+    record: dict[str, Any] | None = None,
+    programs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``group``'s members as one population to the end (from ``done.position`` when
+    it names this group), updating ``done`` (records, the best member) at each evaluation
+    and checkpointing it. ``record``: more fields for each member's row (a search's round).
+    ``programs``: compiled programs kept across calls, by the group's static settings (a
+    search's rounds reuse them: same static settings, same program).
+    Returns ``{"members": ids along the population axis, "state": the final population}``."""
+    cache = {} if programs is None else programs
+    slot = cache.setdefault(json.dumps(group.static, sort_keys=True), {})
+    built = build_group(group, slot)
+    monitor = monitor_of(config, next(iter(built.data.values())))
+    here = done.position if done.position and done.position["group"] == group.index else None
+    return _train_group(config, built, monitor, done, checkpoints, here, bar, record or {}, slot)
+
+
+def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at, bar, record, slot):
     sweep, group, pieces = config.sweep, built.group, built.pieces
     metric, mode = monitor
     ids = [m.index for m in group.members]
     for m in group.members:
-        done.records.setdefault(m.index, _record(m, group.index))
+        done.records.setdefault(m.index, {**_record(m, group.index), **record})
     active, step = list(ids), 0
     if resume_at is not None:
         active, step = resume_at["active"], resume_at["step"]
-    state = initial_population(built, active)
+    state = initial_population(built, active, slot)
     if resume_at is not None:
         latest = checkpoints.latest_step()
         state = checkpoints.restore_parts(latest, {"state": state})["state"]
     live = Live(state, active, built.data_index[[ids.index(i) for i in active]], step)
     live.place(sweep.devices, built)
     task, total, every = pieces.task, built.total_steps, built.every
-    train_step = build_step(group.config, pieces)  # the run's one step, every option on
-    evaluate_all = pop.make_population_eval(make_eval_step(pieces.model, task))
-    programs: dict[int, Any] = {}
+    if "step" not in slot:
+        slot["step"] = build_step(group.config, pieces)  # the run's one step, every option on
+        slot["eval"] = pop.make_population_eval(make_eval_step(pieces.model, task))
+        slot["train"] = {}
+    train_step, evaluate_all, programs = slot["step"], slot["eval"], slot["train"]
     points = [*range(every, total, every), total]
     rungs = _event_steps(
         points, [r * built.steps_per_epoch for r in (sweep.halving.rungs if sweep.halving else ())]
@@ -210,13 +280,13 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
     swept = [HYPERPARAMS[k] for k in sweep.axes if k in HYPERPARAMS and vmappable(k, group.config)]
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
     chunk = {"metrics": None, "length": 0}
+    multiple_of_devices = jax.process_count() == 1  # across processes the rows are padded
 
     def advance(live: Live, count: int):
         if count not in programs:
             programs[count] = pop.make_population_train(train_step, count)
-        index = pop.shard_members(jnp.asarray(live.data_index), live.mesh)
         live.state, metrics = programs[count](
-            live.state, index, jnp.int32(live.step), live.train_data
+            live.state, live.index, jnp.int32(live.step), live.train_data
         )
         live.step += count
         chunk["metrics"], chunk["length"] = metrics, count
@@ -224,14 +294,8 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
         return live, metrics
 
     def evaluate(at: int, live: Live) -> Live:
-        sums = jax.device_get(
-            evaluate_all(
-                live.state,
-                pop.shard_members(jnp.asarray(live.data_index), live.mesh),
-                live.validation,
-            )
-        )
-        fetched = jax.device_get(chunk["metrics"])
+        sums = pop.fetch(evaluate_all(live.state, live.index, live.validation))
+        fetched = pop.fetch(chunk["metrics"])
         train_loss = np.asarray(fetched["loss"]).mean(axis=1)
         bad = np.asarray(fetched["nonfinite"]).sum(axis=1)
         values, diverged = [], []
@@ -264,9 +328,9 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
                 raise Halt("finished")
         order = sorted(range(len(live.active)), key=lambda p: values[p], reverse=mode == "max")
         if at in rungs and len(live.active) > 1:
-            keep = _round_up(
-                math.ceil(len(live.active) * sweep.halving.keep), live.mesh.size, len(live.active)
-            )
+            multiple = live.mesh.size if multiple_of_devices else 1
+            keep = _round_up(math.ceil(len(live.active) * sweep.halving.keep), multiple,
+                             len(live.active))  # fmt: skip
             for p in order[keep:]:
                 done.records[live.active[p]]["status"] = f"stopped at rung {rungs.index(at) + 1}"
             live.keep(sorted(order[:keep]), sweep.devices, built)
@@ -276,19 +340,22 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
             and int(at / pbt_every) > int((at - chunk["length"]) / pbt_every)
         ):
             live.state = exploit_explore(
-                live.state, order, live.active, done.records, sweep, swept, at, group.index
+                live.real(), order, live.active, done.records, sweep, swept, at, group.index
             )
-            live.state = pop.shard_members(live.state, live.mesh)
+            live.place(sweep.devices, built)
         return live
 
     def save(at: int, live: Live) -> None:
         last = at == total
         position = None if last else {"group": group.index, "step": at, "active": live.active}
         finished = done.done + ([group.index] if last else [])
-        arrays = {} if done.best.state is None else {"best": done.best.state}
+        state = None if last else _for_checkpoint(live.real(), live.mesh)
+        arrays = {}
+        if done.best.state is not None:
+            arrays = {"best": _for_checkpoint(done.best.state, live.mesh)}
         checkpoints.save(
             (checkpoints.latest_step() or 0) + 1,
-            None if last else live.state,
+            state,
             records={"meta": {**done.meta(position), "done": finished}},
             arrays=arrays,
         )
@@ -301,11 +368,17 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
     live = outcome.state
     for member_id in live.active:
         done.records[member_id]["status"] = "finished"
-    final = jax.device_get(pop.hyperparams(live.state))
+    final = pop.fetch(pop.hyperparams(live.state))
     for pos, member_id in enumerate(live.active):
         done.records[member_id]["hyperparams"] = {k: float(v[pos]) for k, v in final.items()}
     checkpoints.wait()
     return {"members": live.active, "state": live.state}
+
+
+def _for_checkpoint(tree: Any, mesh: Any) -> Any:
+    """What Orbax saves: the tree itself, or across processes a copy replicated over every
+    process's devices (Orbax writes each array once; digests read it on every process)."""
+    return tree if jax.process_count() == 1 else pop.replicate(tree, mesh)
 
 
 def _event_steps(points: list[int], targets: list[float]) -> list[int]:
