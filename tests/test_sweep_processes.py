@@ -112,3 +112,58 @@ def test_two_processes_train_one_population_equal_to_one_process(tmp_path: Path)
     run_dir = Path(two["run_dir"])
     assert len(list((tmp_path / "runs" / "sweep_processes").iterdir())) == 1
     assert (run_dir / "members.csv").is_file() and (run_dir / "best" / "config.yaml").is_file()
+
+
+SEARCH = CONFIG.replace(
+    """sweep:
+  axes:
+    optimizer.learning_rate: [0.001, 0.01, 0.003]
+    data.seed: [0, 3]
+""",
+    """sweep:
+  method: tpe
+  batch: 3
+  rounds: 2
+  axes:
+    optimizer.name: [adamw, sgd]
+    optimizer.learning_rate: {distribution: log_uniform, low: 0.001, high: 0.1}
+    optimizer.momentum: {distribution: uniform, low: 0.5, high: 0.95, when: {optimizer.name: sgd}}
+""",
+)
+
+
+@pytest.mark.slow  # ~2 min on 2 shared cores
+def test_two_processes_run_a_search_in_rounds_like_one_process(tmp_path: Path) -> None:
+    """Process 0 asks each round and sends the trials to process 1; both train their share;
+    the study process 0 keeps holds the same trials and values as a one-process search."""
+    import optuna
+
+    from jaxtrain.sweep.study import storage_url
+
+    path = tmp_path / "search.yaml"
+    path.write_text(SEARCH)
+    port = _free_port()
+    env = {
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAXTRAIN_COORDINATOR": f"127.0.0.1:{port}",
+        "JAXTRAIN_NUM_PROCESSES": "2",
+    }
+    processes = [
+        _worker(path, tmp_path / "runs", tmp_path / "two", {**env, "JAXTRAIN_PROCESS_ID": str(i)})
+        for i in range(2)
+    ]
+    for process in processes:
+        _finish(process)
+    one = tmp_path / "single.yaml"
+    one.write_text(SEARCH.replace("distributed: {initialization_timeout: 120}\n", ""))
+    _finish(_worker(one, tmp_path / "runs_one", tmp_path / "one", {}))
+    studies = []
+    for name in ("two", "one"):
+        run_dir = Path(json.loads((tmp_path / f"{name}.json").read_text())["run_dir"])
+        study = optuna.load_study(study_name="sweep_processes", storage=storage_url(run_dir))
+        studies.append(study.trials)
+    two, single = studies
+    assert len(two) == len(single) == 6
+    for a, b in zip(two, single, strict=True):
+        assert a.params == b.params and a.state == b.state
+        assert a.value == pytest.approx(b.value, abs=ATOL)

@@ -61,8 +61,6 @@ class Choice:
     when: Condition | None = None
 
 
-
-
 def _axis_kind(value: Any) -> str:
     """Which form an axis takes, so a mistake is reported against that form only."""
     if isinstance(value, list):
@@ -121,7 +119,9 @@ class SweepConfig:
     10); ``compare_random`` also runs Optuna's random sampler on the same budget beside it.
     ``metric`` ranks members (default: ``train.checkpoint.monitor``, else the task's).
     ``devices``: how many devices share the members (default: all that divide the count).
-    ``checkpoint_every``: evaluations between population checkpoints (for ``resume``).
+    ``checkpoint_every``: evaluations between population checkpoints (for ``resume``); unset:
+    every evaluation, or in a search in rounds only at the end of each round (a resumed
+    search trains the interrupted round again: same trials, same results).
     """
 
     axes: dict[AxisKey, Axis]
@@ -131,7 +131,7 @@ class SweepConfig:
     halving: HalvingConfig | None = None
     pbt: PBTConfig | None = None
     devices: PositiveInt | None = None
-    checkpoint_every: PositiveInt = 1
+    checkpoint_every: PositiveInt | None = None
     method: Literal["grid", "random", "tpe", "gp", "cmaes"] | None = None
     batch: Members | None = None
     rounds: Members | None = None

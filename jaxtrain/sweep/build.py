@@ -76,14 +76,18 @@ def build_group(group: Group, cache: dict | None = None) -> BuiltGroup:
     pieces = cache["pieces"]
     splits = [data[s].splits for s in seeds]
     n, batch = len(splits[0]["train"]), config.data.batch_size
-    train_data = {
-        "inputs": np.stack([s["train"].inputs for s in splits]),
-        "labels": np.stack([s["train"].labels for s in splits]),
-        "orders": pop.train_orders(n, batch, config.train.epochs, seeds),
-    }
-    if splits[0]["train"].weights is not None:
-        train_data["weights"] = np.stack([s["train"].weights for s in splits])
-    validation = pop.eval_arrays([s["validation"] for s in splits], config.data.eval_batch_size)
+    arrays = cache.setdefault("arrays", {})
+    if tuple(seeds) not in arrays:
+        train_data = {
+            "inputs": np.stack([s["train"].inputs for s in splits]),
+            "labels": np.stack([s["train"].labels for s in splits]),
+            "orders": pop.train_orders(n, batch, config.train.epochs, seeds),
+        }
+        if splits[0]["train"].weights is not None:
+            train_data["weights"] = np.stack([s["train"].weights for s in splits])
+        validation = pop.eval_arrays([s["validation"] for s in splits], config.data.eval_batch_size)
+        arrays[tuple(seeds)] = (train_data, validation)
+    train_data, validation = arrays[tuple(seeds)]
     data_index = np.asarray([seeds.index(m.config.data.seed) for m in group.members], np.int32)
     every = config.train.eval_every or max(1, int(n / batch))
     return BuiltGroup(group, data, pieces, data_index, train_data, validation, every)

@@ -25,7 +25,8 @@ def write_results(run_dir: Path, config: Config, summary: Mapping[str, Any]) -> 
     metric, rows = summary["metric"], summary["members"]
     axes = list(config.sweep.axes)
     final = sorted({k for r in rows for k in r["hyperparams"]}) if config.sweep.pbt else []
-    header = ["member", "group", *axes, f"best_{metric}", "best_step", "step", "status"]
+    rounds = ["round"] if any("round" in r for r in rows) else []  # a search in rounds
+    header = ["member", *rounds, "group", *axes, f"best_{metric}", "best_step", "step", "status"]
     header += [f"final_{k}" for k in final]
     with (run_dir / MEMBERS_CSV).open("w", newline="") as f:
         writer = csv.writer(f)
@@ -35,7 +36,8 @@ def write_results(run_dir: Path, config: Config, summary: Mapping[str, Any]) -> 
             writer.writerow(
                 [
                     r["member"],
-                    r["group"],
+                    *(r.get("round") for _ in rounds),
+                    r.get("group"),
                     *settings,
                     r["best_value"],
                     r["best_step"],
@@ -214,7 +216,8 @@ def _plot_progress(search: Mapping[str, Any], metric: str, path: Path) -> Path:
         by_time.step([p["wall_time_s"] for p in timed], [p["best"] for p in timed], where="post",
                      marker="o", markersize=3, label=name)  # fmt: skip
     by_trial.set_xlabel("trials")
-    by_time.set_xlabel("wall time (s)")
+    by_time.set_xlabel("wall time of the rounds (s; all trials of a round end together)")
+    by_time.set_xlim(left=0)
     for ax in (by_trial, by_time):
         ax.set_ylabel(f"best validation {metric} so far")
         ax.legend()

@@ -360,11 +360,10 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
             arrays=arrays,
         )
 
-    outcome = run_periodic(
-        live, live.step, total, advance,
-        [Every(every, evaluate), Every(every * sweep.checkpoint_every, save)],
-        chunked=True,
-    )  # fmt: skip
+    actions = [Every(every, evaluate)]
+    if sweep.checkpoint_every or not sweep.search:  # a search checkpoints between rounds
+        actions.append(Every(every * (sweep.checkpoint_every or 1), save))
+    outcome = run_periodic(live, live.step, total, advance, actions, chunked=True)
     live = outcome.state
     for member_id in live.active:
         done.records[member_id]["status"] = "finished"
