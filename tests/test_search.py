@@ -395,3 +395,31 @@ def test_search_with_halving_beside_random_search_and_cma_es(tmp_path) -> None:
     out = _run(_write(tmp_path, cma, "cma.yaml"), tmp_path / "cma")
     assert all(math.isfinite(t["value"]) for t in _trials(tmp_path / "cma"))
     assert out["search"]["method"] == "cmaes"
+
+
+@pytest.mark.slow  # ~15 s
+def test_pbt_over_a_conditional_space_explores_only_what_each_family_has(tmp_path) -> None:
+    text = """
+sweep:
+  axes:
+    optimizer.name: [adamw, sgd]
+    optimizer.learning_rate: [0.001, 0.01]
+    optimizer.momentum: {choices: [0.5, 0.9], when: {optimizer.name: sgd}}
+  pbt: {every: 1, fraction: 0.5, perturb: [0.5, 2.0]}
+"""
+    rows = _run(_write(tmp_path, text), tmp_path / "pbt", ["train.epochs=2"])["members"]
+    assert len(rows) == 6 and {r["status"] for r in rows} == {"finished"}
+    for row in rows:
+        for event in row["pbt"]:
+            explored = set(event) - {"step", "copied"}
+            family = row["settings"]["optimizer.name"]
+            assert explored == ({"peak_learning_rate", "momentum"} if family == "sgd" else
+                                {"peak_learning_rate"})  # fmt: skip
+    assert any(r["pbt"] for r in rows)
+
+
+def test_a_second_search_in_the_same_directory_is_refused(tmp_path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "study.db").write_bytes(b"")
+    with pytest.raises(FileExistsError, match="a search already ran here"):
+        _run(_write(tmp_path, CONDITIONAL), tmp_path / "run")

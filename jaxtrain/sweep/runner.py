@@ -277,7 +277,13 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
         points, [r * built.steps_per_epoch for r in (sweep.halving.rungs if sweep.halving else ())]
     )
     pbt_every = sweep.pbt.every * built.steps_per_epoch if sweep.pbt else None
-    swept = [HYPERPARAMS[k] for k in sweep.axes if k in HYPERPARAMS and vmappable(k, group.config)]
+    swept = [  # PBT explores the settings this group's members have (conditional axes)
+        HYPERPARAMS[k]
+        for k in sweep.axes
+        if k in HYPERPARAMS
+        and vmappable(k, group.config)
+        and any(k in m.settings for m in group.members)
+    ]
     better = (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
     chunk = {"metrics": None, "length": 0}
     multiple_of_devices = jax.process_count() == 1  # across processes the rows are padded

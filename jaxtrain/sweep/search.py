@@ -56,6 +56,11 @@ def run_search(
 
     run_dir = Path(run_dir)
     sweep = config.sweep
+    if not resume and is_writer() and (run_dir / studies.STUDY_FILE).exists():
+        raise FileExistsError(
+            f"{run_dir / studies.STUDY_FILE}: a search already ran here; resume it "
+            "(resume=True, jaxtrain sweep --resume) or start in a new directory"
+        )
     started = time.perf_counter()
     metric, mode = monitor_of(config, prepare_data(config.data))
     base = config_to_dict(replace(config, sweep=None))
