@@ -69,10 +69,10 @@ def run_search(
     programs: dict[str, Any] = {}  # compiled once per program shape, reused by every round
     checkpoints = Checkpoints(run_dir / POPULATION_DIR, CheckpointConfig(keep=1))
     with studies.quiet_optuna():
-        study = None
+        study = storage = None
         if is_writer():
             direction = "maximize" if mode == "max" else "minimize"
-            study = studies.open_study(run_dir, config.name, direction)
+            study, storage = studies.open_study(run_dir, config.name, direction)
         try:
             if resume:
                 restore_progress(
@@ -131,6 +131,7 @@ def run_search(
         }
         if study is not None:
             search["importance"], search["importance_note"] = studies.importances(study, sweep.seed)
+            studies.close_study(storage)
     if sweep.compare_random:
         search["baseline"] = _baseline(config, run_dir, resume, progress)
     best = done.best

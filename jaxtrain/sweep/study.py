@@ -43,8 +43,11 @@ def storage_url(run_dir: Path) -> str:
     return f"sqlite:///{(Path(run_dir) / STUDY_FILE).resolve()}"
 
 
-def open_study(run_dir: Path, name: str, direction: str) -> optuna.Study:
-    """The search's study in ``run_dir/study.db`` (created, or loaded to resume).
+def open_study(
+    run_dir: Path, name: str, direction: str
+) -> tuple[optuna.Study, optuna.storages.RDBStorage]:
+    """The search's study in ``run_dir/study.db`` (created, or loaded to resume), and its
+    storage (:func:`close_study` closes it).
 
     SQLite keeps a write-ahead log (``study.db-wal`` beside it while open) and syncs at
     checkpoints rather than at every commit: Optuna commits each intermediate value on its
@@ -63,9 +66,16 @@ def open_study(run_dir: Path, name: str, direction: str) -> optuna.Study:
         cursor.close()
 
     storage.engine.dispose()  # connections made from now on get the pragmas
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=name, storage=storage, direction=direction, load_if_exists=True
     )
+    study.set_user_attr("jaxtrain", "study.db of a jaxtrain sweep (sweep.method with rounds)")
+    return study, storage
+
+
+def close_study(storage: optuna.storages.RDBStorage) -> None:
+    """Close the study's connections (SQLite folds its write-ahead log back into study.db)."""
+    storage.engine.dispose()
 
 
 def make_sampler(sweep: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
