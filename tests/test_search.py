@@ -423,3 +423,24 @@ def test_a_second_search_in_the_same_directory_is_refused(tmp_path) -> None:
     (tmp_path / "run" / "study.db").write_bytes(b"")
     with pytest.raises(FileExistsError, match="a search already ran here"):
         _run(_write(tmp_path, CONDITIONAL), tmp_path / "run")
+
+
+@pytest.mark.slow  # ~90 s: experiments/search/run.py --quick
+def test_search_experiment_quick_mode_writes_its_comparison(tmp_path) -> None:
+    import importlib.util as util
+
+    from tests.support import ROOT
+
+    spec = util.spec_from_file_location("experiment_search", ROOT / "experiments/search/run.py")
+    module = util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = module.main(["--quick", "--out", str(tmp_path)])
+    (row,) = results["rows"]
+    assert row["trials"] == 4
+    for arm in ("tpe", "random_rounds", "random_population"):
+        assert 0 < row[arm]["best"] <= 1 and row[arm]["wall_s"] > 0
+    for arm in ("tpe", "random_rounds"):  # best so far never falls
+        assert row[arm]["curve"] == sorted(row[arm]["curve"]) and len(row[arm]["curve"]) == 4
+        assert row[arm]["curve"][-1] == pytest.approx(row[arm]["best"])
+    for name in ("results.md", "results.json", "best_so_far.png"):
+        assert (tmp_path / name).stat().st_size > 0
