@@ -153,13 +153,14 @@ def make_population_eval(eval_step: Callable[[TrainState, dict], dict]) -> Calla
 # devices
 
 
-def member_mesh(population: int, devices: int | None = None) -> Mesh:
-    """A 1-D mesh over the most devices (at most ``devices``) that divide ``population``.
+def member_mesh(population: int, devices: int | None = None, available=None) -> Mesh:
+    """A 1-D mesh over the most devices (at most ``devices``, from ``available``, default
+    all) that divide ``population``.
 
     In a multi-process job (``distributed:``) the mesh spans every process's devices and the
     population is padded to a multiple of their count (:func:`padded`), so every process
     trains its share of the members."""
-    available = jax.devices()
+    available = list(available) if available is not None else jax.devices()
     if jax.process_count() > 1:
         return Mesh(np.asarray(available), (AXIS,))
     limit = min(len(available), devices or len(available), population)

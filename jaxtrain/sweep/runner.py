@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,11 +107,8 @@ def run_sweep(
         total = sum(g.config.train.epochs * len(g.members) for g in groups)  # an estimate
         with progress_bar(total, config.name, progress) as bar:
             bar.update(sum(r["step"] for r in done.records.values()))
-            for group in groups:
-                if group.index in done.done:
-                    continue
-                populations[group.index] = train_group(config, group, done, checkpoints, bar)
-                done.done.append(group.index)
+            pending = [g for g in groups if g.index not in done.done]
+            populations.update(train_groups(config, pending, done, checkpoints, bar))
         checkpoints.wait()
     finally:
         checkpoints.close()
@@ -202,11 +200,12 @@ class Live:
     index: Any = None
     train_data: Any = None
     validation: Any = None
+    available: list | None = None  # the devices this group may use (None: all)
 
     def place(self, devices: int | None, built: BuiltGroup) -> None:
         """Lay ``state`` (one row per active member) out over the devices."""
         n = len(self.active)
-        self.mesh = pop.member_mesh(n, devices)
+        self.mesh = pop.member_mesh(n, devices, self.available)
         order = list(range(n)) + [n - 1] * (pop.padded(n, self.mesh) - n)
         state = self.state if len(order) == n else pop.take(self.state, order)
         self.state = pop.shard_members(state, self.mesh)
@@ -228,30 +227,152 @@ class Live:
         self.place(devices, built)
 
 
-def train_group(
+def device_lanes(groups: int, devices: int | None) -> list[list]:
+    """The device slices groups train on side by side: as many equal, disjoint slices of the
+    devices in use (``sweep.devices``, default all) as there are groups, at most one per
+    device; one slice (every device) when there is one group, one device, or several
+    processes (there every group spans every process's devices)."""
+    available = jax.devices()[: devices or None]
+    lanes = min(groups, len(available))
+    if lanes <= 1 or jax.process_count() > 1:
+        return [available]
+    width = len(available) // lanes
+    return [available[i * width : (i + 1) * width] for i in range(lanes)]
+
+
+def train_groups(
     config: Config,
-    group: Group,
+    groups: list[Group],
     done: Progress,
     checkpoints: Checkpoints,
     bar: tqdm,
     record: dict[str, Any] | None = None,
     programs: dict[str, Any] | None = None,
+) -> dict[int, dict[str, Any]]:
+    """Train ``groups`` (one program each) and add them to ``done.done``: one after another
+    over every device, or with several devices side by side, each group on its own slice
+    (:func:`device_lanes`; group ``i`` on lane ``i mod lanes``, a Python thread per lane:
+    JAX runs the lanes' programs at once). Side by side there are no checkpoints inside a
+    group (a resumed sweep trains an unfinished group again); one follows the groups. The
+    best member is merged in group order either way, so the outcome does not depend on the
+    lanes. Returns :func:`train_group`'s result per group index."""
+    lanes = device_lanes(len(groups), config.sweep.devices)
+    if len(lanes) == 1:
+        out = {}
+        for group in groups:
+            out[group.index] = train_group(
+                config, group, done, checkpoints, bar, record, programs, lanes[0]
+            )
+            done.done.append(group.index)
+        return out
+
+    # Data and pieces are built here, one group after another: preparing data is not
+    # thread-safe (TFDS's quiet mode swaps sys.stdout); the lanes only train.
+    programs = {} if programs is None else programs
+    built = {g.index: _built(g, programs) for g in groups}
+
+    def lane(i: int) -> dict[int, dict[str, Any]]:
+        return {
+            g.index: train_group(
+                config,
+                g,
+                done,
+                None,
+                bar,
+                record,
+                programs,
+                lanes[i],
+                merge=False,
+                built=built[g.index],
+            )  # fmt: skip
+            for g in groups[i :: len(lanes)]
+        }
+
+    with ThreadPoolExecutor(len(lanes), thread_name_prefix="sweep-lane") as pool:
+        out = {}
+        for future in [pool.submit(lane, i) for i in range(len(lanes))]:
+            out.update(future.result())
+    for group in groups:  # in group order, as one after another would have found them
+        done.best = _merged(done.best, out[group.index].pop("best"), out[group.index]["mode"])
+        done.done.append(group.index)
+    if checkpoints is not None:
+        save_progress(checkpoints, done)
+    return out
+
+
+def _built(group: Group, programs: dict[str, Any]) -> BuiltGroup:
+    """``group``'s inputs, built with its program slot's caches (see :func:`train_group`)."""
+    return build_group(group, programs.setdefault(json.dumps(group.static, sort_keys=True), {}))
+
+
+def _merged(best: Best, candidate: Best, mode: str) -> Best:
+    """The better of two bests (ties keep ``best``: it was found first)."""
+    if candidate.value is None:
+        return best
+    if best.value is None or (candidate.value > best.value if mode == "max" else
+                              candidate.value < best.value):  # fmt: skip
+        return candidate
+    return best
+
+
+def save_progress(checkpoints: Checkpoints, done: Progress) -> None:
+    """A checkpoint between groups or rounds: records, the best member, no population."""
+    arrays = {}
+    if done.best.state is not None:
+        arrays = {"best": _for_checkpoint(done.best.state, None)}
+    checkpoints.save(
+        (checkpoints.latest_step() or 0) + 1, None, records={"meta": done.meta(None)},
+        arrays=arrays,
+    )  # fmt: skip
+    checkpoints.wait()
+
+
+def train_group(
+    config: Config,
+    group: Group,
+    done: Progress,
+    checkpoints: Checkpoints | None,
+    bar: tqdm,
+    record: dict[str, Any] | None = None,
+    programs: dict[str, Any] | None = None,
+    available: list | None = None,
+    *,
+    merge: bool = True,
+    built: BuiltGroup | None = None,
 ) -> dict[str, Any]:
     """Train ``group``'s members as one population to the end (from ``done.position`` when
-    it names this group), updating ``done`` (records, the best member) at each evaluation
-    and checkpointing it. ``record``: more fields for each member's row (a search's round).
-    ``programs``: compiled programs kept across calls, by the group's static settings (a
-    search's rounds reuse them: same static settings, same program).
-    Returns ``{"members": ids along the population axis, "state": the final population}``."""
+    it names this group), updating ``done.records`` at each evaluation and checkpointing
+    (unless ``checkpoints`` is None). ``record``: more fields for each member's row (a
+    search's round). ``programs``: compiled programs kept across calls, by the group's
+    static settings (a search's rounds reuse them: same static settings, same program).
+    ``available``: the devices it may use (default all). The group's best member is merged
+    into ``done.best`` (``merge``) or returned as ``"best"`` for the caller to merge.
+    Returns ``{"members": ids along the population axis, "state": the final population,
+    "mode": "min"/"max", "started"/"ended": perf_counter times}``. ``built``: the group's
+    inputs when already built."""
+    started = time.perf_counter()
     cache = {} if programs is None else programs
     slot = cache.setdefault(json.dumps(group.static, sort_keys=True), {})
-    built = build_group(group, slot)
+    built = built or build_group(group, slot)
     monitor = monitor_of(config, next(iter(built.data.values())))
     here = done.position if done.position and done.position["group"] == group.index else None
-    return _train_group(config, built, monitor, done, checkpoints, here, bar, record or {}, slot)
+    best = Best()
+    out = _train_group(
+        config, built, monitor, done, checkpoints, here, bar, record or {}, slot, best, available
+    )
+    out.update(mode=monitor[1], started=started, ended=time.perf_counter())
+    if merge:
+        done.best = _merged(done.best, best, monitor[1])
+    else:
+        out["best"] = best
+    return out
 
 
-def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at, bar, record, slot):
+def _train_group(
+    config, built, monitor, done: Progress, checkpoints, resume_at, bar, record, slot, best,
+    available,
+):  # fmt: skip
+    """``best``: this group's best member (merged into ``done.best`` by the caller)."""
     sweep, group, pieces = config.sweep, built.group, built.pieces
     metric, mode = monitor
     ids = [m.index for m in group.members]
@@ -265,6 +386,7 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
         latest = checkpoints.latest_step()
         state = checkpoints.restore_parts(latest, {"state": state})["state"]
     live = Live(state, active, built.data_index[[ids.index(i) for i in active]], step)
+    live.available = available
     live.place(sweep.devices, built)
     task, total, every = pieces.task, built.total_steps, built.every
     if "step" not in slot:
@@ -322,8 +444,7 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
                 continue
             if record["best_value"] is None or better(value, record["best_value"]):
                 record["best_value"], record["best_step"] = value, at
-            if done.best.value is None or better(value, done.best.value):
-                best = done.best
+            if best.value is None or better(value, best.value):
                 best.value, best.member, best.group, best.step = value, member_id, group.index, at
                 best.validation, best.state = validation, pop.member(live.state, pos)
         if diverged:  # under train.nonfinite=stop a diverged member stops, the rest go on
@@ -356,18 +477,21 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
         position = None if last else {"group": group.index, "step": at, "active": live.active}
         finished = done.done + ([group.index] if last else [])
         state = None if last else _for_checkpoint(live.real(), live.mesh)
+        so_far = _merged(done.best, best, mode)  # what one after another would hold now
         arrays = {}
-        if done.best.state is not None:
-            arrays = {"best": _for_checkpoint(done.best.state, live.mesh)}
+        if so_far.state is not None:
+            arrays = {"best": _for_checkpoint(so_far.state, live.mesh)}
+        meta = {**done.meta(position), "done": finished}
+        meta["best"] = {k: v for k, v in so_far.__dict__.items() if k != "state"}
         checkpoints.save(
             (checkpoints.latest_step() or 0) + 1,
             state,
-            records={"meta": {**done.meta(position), "done": finished}},
+            records={"meta": meta},
             arrays=arrays,
         )
 
     actions = [Every(every, evaluate)]
-    if sweep.checkpoint_every or not sweep.search:  # a search checkpoints between rounds
+    if checkpoints is not None and (sweep.checkpoint_every or not sweep.search):
         actions.append(Every(every * (sweep.checkpoint_every or 1), save))
     outcome = run_periodic(live, live.step, total, advance, actions, chunked=True)
     live = outcome.state
@@ -376,14 +500,17 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
     final = pop.fetch(pop.hyperparams(live.state))
     for pos, member_id in enumerate(live.active):
         done.records[member_id]["hyperparams"] = {k: float(v[pos]) for k, v in final.items()}
-    checkpoints.wait()
+    if checkpoints is not None:
+        checkpoints.wait()
     return {"members": live.active, "state": live.state}
 
 
 def _for_checkpoint(tree: Any, mesh: Any) -> Any:
     """What Orbax saves: the tree itself, or across processes a copy replicated over every
     process's devices (Orbax writes each array once; digests read it on every process)."""
-    return tree if jax.process_count() == 1 else pop.replicate(tree, mesh)
+    if jax.process_count() == 1:
+        return tree
+    return pop.replicate(tree, mesh or pop.member_mesh(jax.device_count()))
 
 
 def _event_steps(points: list[int], targets: list[float]) -> list[int]:

@@ -34,7 +34,8 @@ from jaxtrain.sweep.runner import (
     like_state,
     progress_bar,
     restore_progress,
-    train_group,
+    save_progress,
+    train_groups,
 )
 from jaxtrain.sweep.space import Group, group_members, member_of
 
@@ -100,12 +101,9 @@ def run_search(
                             members.append(member)
                         except ConfigError as err:
                             done.records[number] = _invalid(number, settings, round_, err)
-                    for group in group_members(members):
-                        if group.index not in done.done:
-                            train_group(
-                                config, group, done, checkpoints, bar, {"round": round_}, programs
-                            )
-                            done.done.append(group.index)
+                    pending = [g for g in group_members(members) if g.index not in done.done]
+                    train_groups(config, pending, done, checkpoints, bar, {"round": round_},
+                                 programs)  # fmt: skip
                     elapsed += time.perf_counter() - segment
                     for number, _ in asked:
                         done.records[number]["wall_time_s"] = elapsed
@@ -114,7 +112,7 @@ def run_search(
                         [],
                         None,
                     )
-                    _save_round(checkpoints, done)
+                    save_progress(checkpoints, done)
                 if study is not None:
                     studies.tell_finished(study, done.records, metric)
             checkpoints.wait()
@@ -199,27 +197,6 @@ def _invalid(number: int, settings: dict, round_: int, err: ConfigError) -> dict
         "pbt": [],
         "hyperparams": {},
     }
-
-
-def _save_round(checkpoints: Checkpoints, done: Progress) -> None:
-    """A checkpoint that says the round is over (no population: the next round starts new)."""
-    import jax
-
-    from jaxtrain.sweep import population as pop
-
-    arrays = {}
-    if done.best.state is not None:
-        best = done.best.state
-        if jax.process_count() > 1:
-            best = pop.replicate(best, pop.member_mesh(jax.device_count()))
-        arrays = {"best": best}
-    checkpoints.save(
-        (checkpoints.latest_step() or 0) + 1,
-        None,
-        records={"meta": done.meta(None)},
-        arrays=arrays,
-    )
-    checkpoints.wait()
 
 
 def _share(value: Any) -> Any:
