@@ -284,7 +284,7 @@ def train_groups(
                 lanes[i],
                 merge=False,
                 built=built[g.index],
-            )  # fmt: skip
+            )
             for g in groups[i :: len(lanes)]
         }
 
