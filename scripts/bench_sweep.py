@@ -15,12 +15,29 @@ learning rates log-spaced in [1e-4, 3e-2], trained three ways:
     test evaluation, CSV/JSON, plots, report).
 
 Then (c) with 128 and 512 members. Examples/second per member = one member's training
-examples over the wall time. The last line is ``sweep_vs_standalone: X.XX``, (a)/(c) at
-width 32 with 32 members.
+examples over the wall time. Its line is ``sweep_vs_standalone: X.XX``, (a)/(c) at width 32
+with 32 members.
+
+Then a model-based search, 64 trials of TPE over learning rate and weight decay (log-uniform)
+on the width-32 MLP, three ways:
+
+(d) batched: ``jaxtrain sweep`` with ``method: tpe, batch: 8, rounds: 8`` end to end (each
+    round: 8 trials asked, trained as one vmapped population, told; study in SQLite,
+    checkpoints, best member, report, importance);
+(e) sequential, Optuna's ordinary loop: ``study.optimize(objective, n_trials=64)`` with the
+    same TPE sampler, the objective training one trial with ``jaxtrain.runner.train`` (the
+    same model, data and step; the analysis stage skipped) and returning its best validation
+    accuracy;
+(f) sequential, fastest form: the same ``study.optimize`` whose objective runs the fused
+    single-member program of (b) (compiled once, data on the device).
+
+The last line is ``batched_vs_sequential: X.XX``, (e)/(d). ``--search-only`` runs only
+(d)-(f).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -112,6 +129,115 @@ def fused(path: Path, rates: list[float]) -> float:
     return time.perf_counter() - started
 
 
+def fused_objective(path: Path):
+    """``objective(lr, wd) -> best validation accuracy``: one member trained by the fused
+    single-member program of (b), compiled once."""
+    config = load_config(path)
+    data = prepare_data(config.data)
+    pieces = build_pieces(config, data)
+    n, batch = len(data.splits["train"]), config.data.batch_size
+    steps_per_epoch = n // batch
+    order = jnp.asarray(train_orders(n, batch, config.train.epochs, [config.data.seed])[0])
+    inputs = jnp.asarray(data.splits["train"].inputs)
+    labels = jnp.asarray(data.splits["train"].labels)
+    validation = jax.tree.map(
+        lambda x: jnp.asarray(x[0]), eval_arrays([data.splits["validation"]], 512)
+    )
+    step = make_train_step(pieces.model, pieces.tx, pieces.task)
+    eval_step = make_eval_step(pieces.model, pieces.task)
+
+    @jax.jit
+    def epoch(state, first):
+        def body(state, t):
+            rows = order[t]
+            return step(state, {"inputs": inputs[rows], "labels": labels[rows]})
+
+        return jax.lax.scan(body, state, first + jnp.arange(steps_per_epoch))
+
+    @jax.jit
+    def evaluate(state):
+        def body(totals, batch):
+            return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
+
+        first = eval_step(state, jax.tree.map(lambda x: x[0], validation))
+        return jax.lax.scan(body, first, jax.tree.map(lambda x: x[1:], validation))[0]
+
+    def objective(lr: float, wd: float) -> float:
+        state = create_train_state(pieces.model, pieces.tx, data.input_shape, config.seed)
+        state = with_hyperparams(state, {"peak_learning_rate": lr, "weight_decay": wd})
+        best = 0.0
+        for e in range(config.train.epochs):
+            state, _ = epoch(state, jnp.int32(e * steps_per_epoch))
+            sums = pieces.task.finalize(jax.device_get(evaluate(state)))
+            best = max(best, float(sums["accuracy"]))
+        return best
+
+    return objective
+
+
+SEARCH_TRIALS, SEARCH_BATCH = 64, 8
+SEARCH_AXES = (
+    "{optimizer.learning_rate: {distribution: log_uniform, low: 0.0001, high: 0.03}, "
+    "optimizer.weight_decay: {distribution: log_uniform, low: 0.000001, high: 0.01}}"
+)
+
+
+def batched_search(path: Path, runs: Path) -> tuple[float, float]:
+    """(d): wall time and best validation accuracy of the TPE search in rounds."""
+    rounds = SEARCH_TRIALS // SEARCH_BATCH
+    sweep = f"sweep={{method: tpe, batch: {SEARCH_BATCH}, rounds: {rounds}, axes: {SEARCH_AXES}}}"
+    config = load_config(path, [sweep])
+    run_dir = Path(tempfile.mkdtemp(dir=runs))
+    started = time.perf_counter()
+    result = run_sweep(config, run_dir, progress=False)
+    return time.perf_counter() - started, result["best"]["validation"]["accuracy"]
+
+
+def sequential_search(objective) -> tuple[float, float]:
+    """(e)/(f): ``study.optimize`` with the same TPE sampler, one trial at a time."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+
+    def trial_objective(trial) -> float:
+        lr = trial.suggest_float("optimizer.learning_rate", 1e-4, 3e-2, log=True)
+        wd = trial.suggest_float("optimizer.weight_decay", 1e-6, 1e-2, log=True)
+        return objective(lr, wd)
+
+    started = time.perf_counter()
+    study.optimize(trial_objective, n_trials=SEARCH_TRIALS)
+    return time.perf_counter() - started, study.best_value
+
+
+def train_objective(path: Path, runs: Path):
+    """``objective(lr, wd)``: one ``jaxtrain.runner.train`` run, its best validation accuracy."""
+
+    def objective(lr: float, wd: float) -> float:
+        overrides = [f"optimizer.learning_rate={lr}", f"optimizer.weight_decay={wd}"]
+        result = train(path, overrides, runs_dir=runs, progress=False, report=False)
+        lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        return max(r["accuracy"] for r in records if r.get("split") == "validation")
+
+    return objective
+
+
+def search_comparison(tmp: Path) -> float:
+    path = write_config(tmp, 32)
+    d, d_best = batched_search(path, tmp / "runs")
+    e, e_best = sequential_search(train_objective(path, tmp / "runs"))
+    f, f_best = sequential_search(fused_objective(path))
+    print(
+        f"TPE search, {SEARCH_TRIALS} trials, width 32, {EPOCHS} epochs: (d) batched "
+        f"{SEARCH_TRIALS // SEARCH_BATCH} rounds x {SEARCH_BATCH} {d:.1f} s (best val acc "
+        f"{d_best:.4f}); (e) study.optimize + jaxtrain train {e:.1f} s ({e_best:.4f}); "
+        f"(f) study.optimize + fused program {f:.1f} s ({f_best:.4f})"
+    )
+    print(f"  e/d {e / d:.2f}x, f/d {f / d:.2f}x")
+    return e / d
+
+
 def vmapped(path: Path, runs: Path, rates: list[float]) -> tuple[float, dict]:
     config = load_config(path, [f"sweep.axes={{optimizer.learning_rate: {rates}}}"])
     run_dir = Path(tempfile.mkdtemp(dir=runs))
@@ -121,9 +247,15 @@ def vmapped(path: Path, runs: Path, rates: list[float]) -> tuple[float, dict]:
 
 
 def main() -> None:
+    search_only = "--search-only" in sys.argv[1:]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ.setdefault("JAXTRAIN_DATA_DIR", str(tmp / "tfds"))
+        (tmp / "runs").mkdir()
+        if search_only:
+            print(f"devices: {jax.devices()}")
+            print(f"batched_vs_sequential: {search_comparison(tmp):.2f}")
+            return
         n = len(prepare_data(load_config(write_config(tmp, 32)).data).splits["train"])
         examples = EPOCHS * (n // 32) * 32  # one member's training examples
         print(f"devices: {jax.devices()}; {EPOCHS} epochs x {n // 32} steps x batch 32")
@@ -161,6 +293,7 @@ def main() -> None:
                     f"{examples / c_k:.0f} (all members {examples * k / c_k:.0f})"
                 )
         print(f"sweep_vs_standalone: {ratio_32:.2f}")
+        print(f"batched_vs_sequential: {search_comparison(tmp):.2f}")
 
 
 if __name__ == "__main__":

@@ -302,3 +302,62 @@ def test_shipped_sweep_config_runs_shortened(tmp_path: Path) -> None:
     ]
     result = _run(ROOT / "configs" / "digits_lr_sweep.yaml", tmp_path, shortened)
     assert [r["status"] for r in result["members"]] == ["finished", "finished"]
+
+
+SIDE_BY_SIDE = """
+import json, sys
+from pathlib import Path
+import jax, numpy as np
+from jaxtrain.config import load_config
+from jaxtrain.sweep import run_sweep
+out = run_sweep(load_config(sys.argv[1], ["train.epochs=1"]), Path(sys.argv[2]), progress=False)
+report, arrays = {}, {}
+for index, population in out["populations"].items():
+    leaves = jax.tree.leaves(population["state"].params)
+    devices = sorted(d.id for d in leaves[0].sharding.device_set)
+    report[index] = {"devices": devices, "started": population["started"],
+                     "ended": population["ended"], "members": population["members"]}
+    for i, leaf in enumerate(leaves):
+        arrays[f"g{index}_{i}"] = np.asarray(leaf)
+np.savez(sys.argv[3], **arrays)
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.slow  # ~30 s: a subprocess on 8 forced devices and the one-device sweep
+def test_groups_of_different_shapes_train_side_by_side_on_eight_devices(tmp_path) -> None:
+    """Two widths (two programs) on 8 devices: each group on its own 4 devices, at the same
+    time (threads, one per lane), every member equal to the one-device sweep."""
+    path = _write(
+        tmp_path,
+        "sweep: {axes: {model.hidden: [[8], [16]], optimizer.learning_rate: "
+        "[0.001, 0.002, 0.003, 0.004]}}",
+    )
+    (tmp_path / "eight").mkdir()
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
+    args = [str(path), str(tmp_path / "eight"), str(tmp_path / "eight.npz")]
+    done = subprocess.run(
+        [sys.executable, "-c", SIDE_BY_SIDE, *args],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["0"]["devices"] == [0, 1, 2, 3] and report["1"]["devices"] == [4, 5, 6, 7]
+    first, second = report["0"], report["1"]
+    assert first["started"] < second["ended"] and second["started"] < first["ended"]  # overlap
+    single = _run(path, tmp_path / "one", ["train.epochs=1"])
+    sharded = np.load(tmp_path / "eight.npz")
+    for index, population in single["populations"].items():
+        assert population["members"] == report[str(index)]["members"]
+        for i, leaf in enumerate(jax.tree.leaves(population["state"].params)):
+            np.testing.assert_allclose(
+                sharded[f"g{index}_{i}"], np.asarray(leaf), atol=ATOL, rtol=0
+            )
+    assert (
+        single["best"]["member"]
+        == json.loads((tmp_path / "eight" / "members.json").read_text())["best"]["member"]
+    )

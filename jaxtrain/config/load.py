@@ -183,12 +183,16 @@ def _checked(raw: Mapping[str, Any], overridden: Sequence[str]) -> tuple[Config 
 def _check_sweep_values(
     raw: Mapping[str, Any], config: Config, source: str, overridden: Sequence[str]
 ) -> None:
-    """Each swept value alone must make a valid config (combinations are checked when the
-    sweep expands into members)."""
+    """Each swept value alone must make a valid config, under the settings that turn its axis
+    on (``when``) and under each kind of a swept ``optimizer.name``/``model.name``
+    (combinations are checked when the sweep expands into members)."""
+    from jaxtrain.config.members import member_raw
+    from jaxtrain.config.sweep import choices_of, sweep_contexts
+
     base = {k: v for k, v in raw.items() if k != "sweep"}
     for key, axis in config.sweep.axes.items():
-        if isinstance(axis, list):
-            values = [(f"[{i}]", value) for i, value in enumerate(axis)]
+        if choices_of(axis):
+            values = [(f"[{i}]", value) for i, value in enumerate(choices_of(axis))]
         else:
             values = [(".low", axis.low), (".high", axis.high)]
         checked: set[str] = set()
@@ -197,19 +201,23 @@ def _check_sweep_values(
             if text in checked:
                 continue
             checked.add(text)
-            try:
-                member = apply_overrides(base, {key: value})
-            except ConfigError as err:
-                problem = str(err)
-            else:
-                _, problem = _checked(member, ())
-            if problem is not None:
-                axis_key = f"sweep.axes.{key}{suffix}"
-                where = messages.set_where(axis_key, overridden)
-                shown = messages.short(value)
-                raise ConfigError(
-                    f"{source}: {axis_key}{where}: the swept value {shown} does not fit: {problem}"
-                )
+            for context in sweep_contexts(config.sweep, key):
+                try:
+                    member = member_raw(base, {**context, key: value})
+                except ConfigError as err:
+                    problem = str(err)
+                else:
+                    _, problem = _checked(member, ())
+                if problem is not None:
+                    axis_key = f"sweep.axes.{key}{suffix}"
+                    where = messages.set_where(axis_key, overridden)
+                    shown = messages.short(value)
+                    under = ", ".join(f"{k}={messages.short(v)}" for k, v in context.items())
+                    under = f" (with {under})" if under else ""
+                    raise ConfigError(
+                        f"{source}: {axis_key}{where}: the swept value {shown} does not fit"
+                        f"{under}: {problem}"
+                    )
 
 
 def _one_line(err: Exception) -> str:

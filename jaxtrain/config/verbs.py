@@ -9,6 +9,8 @@ refused here, with the reason, when the config is read (the CLI exits 2, nothing
 
 from __future__ import annotations
 
+import importlib.util
+
 from jaxtrain.config.load import ConfigError
 from jaxtrain.config.schema import Config, TrainConfig
 
@@ -48,7 +50,7 @@ def check_verb(config: Config, verb: str, source: object = "config") -> None:
                 f"{source}: train.nonfinite: rollback needs the train loop's checkpoints; "
                 f"jaxtrain {verb} honours stop and skip"
             )
-        if config.distributed is not None:
+        if config.distributed is not None and verb == "federated":
             raise ConfigError(
                 f"{source}: distributed: jaxtrain {verb} runs in one process; remove the "
                 "distributed section"
@@ -58,10 +60,56 @@ def check_verb(config: Config, verb: str, source: object = "config") -> None:
                 f"{source}: transfer: jaxtrain {verb} does not start from pretrained weights "
                 "yet; use jaxtrain train (or set transfer=null)"
             )
+    if verb == "sweep" and config.sweep is not None:
+        _check_search(config, source)
     if verb == "federated" and config.federated is not None:
         batch = config.federated.batch_size or config.data.batch_size
         if batch % train.micro_batches:
             raise ConfigError(
                 f"{source}: train.micro_batches: {train.micro_batches} does not divide the "
                 f"clients' batch of {batch} (federated.batch_size or data.batch_size)"
+            )
+
+
+# sweep.method -> the packages it imports (the `search` extra: pip install 'jaxtrain[search]')
+_SEARCH_PACKAGES = {
+    "tpe": ("optuna",),
+    "random": ("optuna",),
+    "cmaes": ("optuna", "cmaes"),
+    "gp": ("optuna", "torch"),  # Optuna's GPSampler is written in PyTorch
+}
+
+
+def _check_search(config: Config, source: object) -> None:
+    """No axis may sweep what a sweep cannot honour per member (the keys refused above); a
+    search in rounds needs Optuna (and what its sampler needs); under ``distributed:`` the
+    members spread over every process's devices, so ``sweep.devices`` cannot pick."""
+    sweep = config.sweep
+    loop_only = [f"train.{key}" for key, _ in _LOOP_ONLY["sweep"]]
+    for key, axis in sweep.axes.items():
+        section = key.split(".")[0]
+        swept = next((k for k in loop_only if key == k or key.startswith(k + ".")), None)
+        if swept or section in ("distributed", "transfer"):
+            raise ConfigError(
+                f"{source}: sweep.axes.{key}: jaxtrain sweep cannot honour "
+                f"{swept or section} per member; remove the axis"
+            )
+        if key == "train.nonfinite" and "rollback" in (axis if isinstance(axis, list) else []):
+            raise ConfigError(
+                f"{source}: sweep.axes.train.nonfinite: rollback needs the train loop's "
+                "checkpoints; jaxtrain sweep honours stop and skip"
+            )
+    if config.distributed is not None and sweep.devices is not None:
+        raise ConfigError(
+            f"{source}: sweep.devices: under distributed: the members are spread over every "
+            "process's devices; remove sweep.devices"
+        )
+    if not sweep.search:
+        return
+    for package in _SEARCH_PACKAGES[sweep.method]:
+        if importlib.util.find_spec(package) is None:
+            how = "pip install torch" if package == "torch" else "pip install 'jaxtrain[search]'"
+            raise ConfigError(
+                f"{source}: sweep.method: {sweep.method} needs the Python package {package!r}, "
+                f"which is not installed ({how})"
             )

@@ -174,12 +174,18 @@ def sweep_run(
 ) -> tuple[Path, dict[str, Any]]:
     """``jaxtrain sweep``: train the config's ``sweep:`` population as vmapped programs
     (see :mod:`jaxtrain.sweep`), or continue the sweep directory ``resume``."""
+    import jax
+
+    from jaxtrain.distributed import broadcast_text, is_writer
+    from jaxtrain.distributed import initialize as initialize_distributed
     from jaxtrain.sweep import expand, run_sweep
 
     if resume is not None:
         run_dir = existing_run(resume)
-        with run_lock(run_dir):
-            config = load_config(run_dir / CONFIG_FILE)
+        config = load_config(run_dir / CONFIG_FILE)
+        check_verb(config, "sweep", run_dir / CONFIG_FILE)
+        initialize_distributed(config.distributed)
+        with _writer_lock(run_dir):
             checked_data(config, run_dir / CONFIG_FILE)
             return run_dir, run_sweep(config, run_dir, resume=True, progress=progress)
     if config_path is None:
@@ -188,12 +194,18 @@ def sweep_run(
     if config.sweep is None:
         raise ConfigError(f"{config_path}: sweep: the config has no sweep section")
     check_verb(config, "sweep", config_path)
-    for group in expand(config, str(config_path)):  # every member honours what it asks
-        for member in group.members:
-            check_verb(member.config, "sweep", f"{config_path} (sweep member {member.index})")
+    if not config.sweep.search:  # a search's members are known only when asked
+        for group in expand(config, str(config_path)):  # every member honours what it asks
+            for member in group.members:
+                check_verb(member.config, "sweep", f"{config_path} (sweep member {member.index})")
     check_runs_dir(runs_dir)
-    run_dir = start_run(config, runs_dir, checked_data(config, config_path))
-    with run_lock(run_dir):
+    initialize_distributed(config.distributed)
+    data = checked_data(config, config_path)
+    # Process 0 creates the sweep directory; the others learn its name from it.
+    run_dir = start_run(config, runs_dir, data) if is_writer() else None
+    if jax.process_count() > 1:
+        run_dir = Path(broadcast_text(str(run_dir) if run_dir else None))
+    with _writer_lock(run_dir):
         return run_dir, run_sweep(config, run_dir, progress=progress)
 
 

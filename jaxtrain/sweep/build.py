@@ -43,35 +43,51 @@ class BuiltGroup:
         return len(self.data[first.data.seed].splits["train"]) / first.data.batch_size
 
 
-def prepare_group_data(group: Group) -> dict[int, PreparedData]:
+def prepare_group_data(group: Group, cache: dict | None = None) -> dict[int, PreparedData]:
     """Each distinct ``data.seed`` of the group's members, prepared (with example weights:
-    class weights, fairness reweighing) as its standalone run would."""
+    class weights, fairness reweighing) as its standalone run would. ``cache`` keeps them
+    by seed across calls (groups of one program shape: the same data settings)."""
     config = group.config
+    cache = {} if cache is None else cache
     data = {}
     for seed in sorted({m.config.data.seed for m in group.members}):
-        member = next(m.config for m in group.members if m.config.data.seed == seed)
-        prepared = prepare_data(member.data)
-        groups = sensitive_groups(config, prepared) if config.fairness else None
-        data[seed] = training_weights(config, prepared, groups)
+        if seed not in cache:
+            member = next(m.config for m in group.members if m.config.data.seed == seed)
+            prepared = prepare_data(member.data)
+            groups = sensitive_groups(config, prepared) if config.fairness else None
+            cache[seed] = training_weights(config, prepared, groups)
+        data[seed] = cache[seed]
     return data
 
 
-def build_group(group: Group) -> BuiltGroup:
-    """Data on the device, the pieces of the group's config and each member's dataset."""
+def build_group(group: Group, cache: dict | None = None) -> BuiltGroup:
+    """Data on the device, the pieces of the group's config and each member's dataset.
+
+    ``cache`` (a dict kept across calls for groups with the same static settings, as a
+    search's rounds have) keeps the prepared data and the pieces: the model, optimizer and
+    task are fixed by the static settings; the members' own numbers enter through
+    :func:`initial_population`."""
     config = group.config
-    data = prepare_group_data(group)
+    cache = {} if cache is None else cache
+    data = prepare_group_data(group, cache.setdefault("data", {}))
     seeds = sorted(data)
-    pieces = build_pieces(config, data[seeds[0]])
+    if "pieces" not in cache:
+        cache["pieces"] = build_pieces(config, data[seeds[0]])
+    pieces = cache["pieces"]
     splits = [data[s].splits for s in seeds]
     n, batch = len(splits[0]["train"]), config.data.batch_size
-    train_data = {
-        "inputs": np.stack([s["train"].inputs for s in splits]),
-        "labels": np.stack([s["train"].labels for s in splits]),
-        "orders": pop.train_orders(n, batch, config.train.epochs, seeds),
-    }
-    if splits[0]["train"].weights is not None:
-        train_data["weights"] = np.stack([s["train"].weights for s in splits])
-    validation = pop.eval_arrays([s["validation"] for s in splits], config.data.eval_batch_size)
+    arrays = cache.setdefault("arrays", {})
+    if tuple(seeds) not in arrays:
+        train_data = {
+            "inputs": np.stack([s["train"].inputs for s in splits]),
+            "labels": np.stack([s["train"].labels for s in splits]),
+            "orders": pop.train_orders(n, batch, config.train.epochs, seeds),
+        }
+        if splits[0]["train"].weights is not None:
+            train_data["weights"] = np.stack([s["train"].weights for s in splits])
+        validation = pop.eval_arrays([s["validation"] for s in splits], config.data.eval_batch_size)
+        arrays[tuple(seeds)] = (train_data, validation)
+    train_data, validation = arrays[tuple(seeds)]
     data_index = np.asarray([seeds.index(m.config.data.seed) for m in group.members], np.int32)
     every = config.train.eval_every or max(1, int(n / batch))
     return BuiltGroup(group, data, pieces, data_index, train_data, validation, every)
@@ -87,16 +103,16 @@ def group_monitor(config: Config, group: Group) -> tuple[str, str]:
     return monitor_of(config, prepare_data(group.members[0].config.data))
 
 
-def initial_population(built: BuiltGroup, indices: list[int]) -> Any:
-    """The members ``indices`` at step 0: each one's ``seed`` and optimizer settings."""
+def initial_population(built: BuiltGroup, indices: list[int], cache: dict | None = None) -> Any:
+    """The members ``indices`` at step 0: each one's ``seed`` and optimizer settings.
+    ``cache`` keeps the compiled initialisation across calls (see :func:`build_group`)."""
     members = tuple(m for m in built.group.members if m.index in indices)
     pieces = built.pieces
-    inputs = pieces.data.splits["train"].inputs
-    state = pop.init_population(
-        pieces.model,
-        pieces.tx,
-        pieces.data.input_shape,
-        np.asarray([m.config.seed for m in members]),
-        inputs.dtype,
-    )
+    cache = {} if cache is None else cache
+    if "init" not in cache:
+        inputs = pieces.data.splits["train"].inputs
+        cache["init"] = pop.population_init(
+            pieces.model, pieces.tx, pieces.data.input_shape, inputs.dtype
+        )
+    state = cache["init"](np.asarray([m.config.seed for m in members]))
     return pop.with_hyperparams(state, hyperparams_of(members))

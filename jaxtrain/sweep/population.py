@@ -33,8 +33,19 @@ def init_population(
 ) -> TrainState:
     """K initial states (leading axis K) from ``seeds`` i64[K]: member k equals
     ``create_train_state(model, tx, input_shape, seeds[k], input_dtype)``."""
+    return population_init(model, tx, input_shape, input_dtype)(seeds)
+
+
+def population_init(
+    model: Any,
+    tx: optax.GradientTransformation,
+    input_shape: Sequence[int],
+    input_dtype: Any = jnp.float32,
+) -> Callable[[np.ndarray], TrainState]:
+    """``init(seeds) -> population``: :func:`init_population` compiled once, for any K."""
     init = make_init(model, tx, input_shape, input_dtype)
-    return jax.jit(jax.vmap(lambda seed: init(jax.random.key(seed))))(jnp.asarray(seeds))
+    compiled = jax.jit(jax.vmap(lambda seed: init(jax.random.key(seed))))
+    return lambda seeds: compiled(jnp.asarray(seeds))
 
 
 def hyperparams(state: TrainState) -> dict[str, jax.Array]:
@@ -61,6 +72,8 @@ def take(tree: Any, indices: Sequence[int] | np.ndarray) -> Any:
 
 def member(tree: Any, index: int) -> Any:
     """One member's slice (no leading axis), fetched to the host."""
+    if jax.process_count() > 1:  # gathered whole: a slice of a global array may sit elsewhere
+        return jax.tree.map(lambda x: x[index], fetch(tree))
     return jax.device_get(jax.tree.map(lambda x: x[index], tree))
 
 
@@ -140,19 +153,79 @@ def make_population_eval(eval_step: Callable[[TrainState, dict], dict]) -> Calla
 # devices
 
 
-def member_mesh(population: int, devices: int | None = None) -> Mesh:
-    """A 1-D mesh over the most devices (at most ``devices``) that divide ``population``."""
-    available = jax.devices()
+def member_mesh(population: int, devices: int | None = None, available=None) -> Mesh:
+    """A 1-D mesh over the most devices (at most ``devices``, from ``available``, default
+    all) that divide ``population``.
+
+    In a multi-process job (``distributed:``) the mesh spans every process's devices and the
+    population is padded to a multiple of their count (:func:`padded`), so every process
+    trains its share of the members."""
+    available = list(available) if available is not None else jax.devices()
+    if jax.process_count() > 1:
+        return Mesh(np.asarray(available), (AXIS,))
     limit = min(len(available), devices or len(available), population)
     count = max(d for d in range(1, limit + 1) if population % d == 0)
     return Mesh(np.asarray(available[:count]), (AXIS,))
 
 
+def padded(population: int, mesh: Mesh) -> int:
+    """Rows of a population of ``population`` members laid out over ``mesh``: the next
+    multiple of its size (the extra rows repeat the last member and are never read)."""
+    return -(-population // mesh.size) * mesh.size
+
+
 def shard_members(tree: Any, mesh: Mesh) -> Any:
-    """Every leaf split along its leading (member) axis over the mesh."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(AXIS)))
+    """Every leaf split along its leading (member) axis over the mesh (every leaf's leading
+    axis a multiple of the mesh size)."""
+    return _put(tree, NamedSharding(mesh, PartitionSpec(AXIS)))
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Every leaf copied to each device of the mesh (data shared by all members)."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    return _put(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def fetch(tree: Any) -> Any:
+    """A host copy of ``tree`` readable on every process (typed PRNG keys stay key arrays
+    on this process's device); in a multi-process job sharded leaves are gathered first."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+
+    def get(leaf):
+        if _is_key(leaf):
+            data = jnp.asarray(get(jax.random.key_data(leaf)))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        return _host(leaf)
+
+    return jax.tree.map(get, tree)
+
+
+def _is_key(leaf: Any) -> bool:
+    return jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
+
+
+def _host(leaf: Any) -> np.ndarray:
+    """One leaf as a numpy array, gathered over processes when it is sharded across them."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+    return np.asarray(jax.device_get(leaf))
+
+
+def _put(tree: Any, sharding: NamedSharding) -> Any:
+    """``tree`` laid out by ``sharding``; across processes from a host copy (the same values
+    on every process), as ``jax.make_array_from_callback`` builds global arrays."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(leaf):
+        if _is_key(leaf):
+            data = put(jax.random.key_data(leaf))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
+            return leaf
+        host = _host(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from jaxtrain.config import Config, ConfigError, config_to_dict, validate
-from jaxtrain.config.load import apply_overrides
-from jaxtrain.config.sweep import Distribution, SweepConfig
+from jaxtrain.config.members import member_raw
+from jaxtrain.config.sweep import Axis, Choice, SweepConfig, choices_of
 
 # Swept keys that vary inside one program, and the optimizer-state entry each one sets.
 HYPERPARAMS = {
@@ -64,21 +64,40 @@ def vmappable(key: str, config: Config) -> bool:
 
 
 def draw(sweep: SweepConfig) -> list[dict[str, Any]]:
-    """The members' settings: the grid (no ``samples``) or ``samples`` seeded random draws."""
+    """The members' settings: the grid (no ``samples``) or ``samples`` seeded random draws.
+    A member holds only the axes whose conditions it meets (see :func:`active_settings`); a
+    grid holds each distinct member once."""
     keys = list(sweep.axes)
     if sweep.samples is None:
-        return [
-            dict(zip(keys, values, strict=True))
-            for values in itertools.product(*[sweep.axes[k] for k in keys])
-        ]
+        members, seen = [], set()
+        for values in itertools.product(*[choices_of(sweep.axes[k]) for k in keys]):
+            settings = active_settings(sweep, dict(zip(keys, values, strict=True)))
+            text = json.dumps(settings, sort_keys=True)
+            if text not in seen:
+                seen.add(text)
+                members.append(settings)
+        return members
     rng = np.random.default_rng(sweep.seed)
     columns = {key: _sample(sweep.axes[key], sweep.samples, rng) for key in keys}
-    return [{key: columns[key][i] for key in keys} for i in range(sweep.samples)]
+    return [
+        active_settings(sweep, {key: columns[key][i] for key in keys}) for i in range(sweep.samples)
+    ]
 
 
-def _sample(axis: list[Any] | Distribution, n: int, rng: np.random.Generator) -> list[Any]:
-    if isinstance(axis, list):
-        return [axis[i] for i in rng.integers(0, len(axis), n)]
+def active_settings(sweep: SweepConfig, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without the axes whose ``when`` conditions they do not meet (in axis
+    order, so a condition on a dropped axis drops its dependants too)."""
+    kept: dict[str, Any] = {}
+    for key in sweep.axes:
+        if key in settings and sweep.active(key, kept):
+            kept[key] = settings[key]
+    return kept
+
+
+def _sample(axis: Axis, n: int, rng: np.random.Generator) -> list[Any]:
+    if isinstance(axis, list | Choice):
+        values = choices_of(axis)
+        return [values[i] for i in rng.integers(0, len(values), n)]
     low, high = axis.low, axis.high
     if axis.distribution == "int_uniform":
         return [int(v) for v in rng.integers(int(low), int(high) + 1, n)]
@@ -95,12 +114,26 @@ def expand(config: Config, source: str = "config") -> list[Group]:
     """
     if config.sweep is None:
         raise ConfigError(f"{source}: sweep: the config has no sweep section")
-    base = config_to_dict(replace(config, sweep=None))
-    members = []
-    for index, settings in enumerate(draw(config.sweep)):
-        raw = apply_overrides(base, settings)
-        where = f"{source} (sweep member {index}: {json.dumps(settings)})"
-        members.append(Member(index, settings, validate(raw, where, tuple(settings))))
+    settings = draw(config.sweep)
+    return group_members([member_of(config, index, s, source) for index, s in enumerate(settings)])
+
+
+def member_of(
+    config: Config, index: int, settings: dict[str, Any], source: str, base: dict | None = None
+) -> Member:
+    """Member ``index``: ``config`` (its sweep section removed) with ``settings`` applied
+    (a swept ``optimizer.name`` switches the section's kind: ``jaxtrain.config.members``),
+    validated as a standalone config. Raises ConfigError naming the member and the key.
+    ``base``: ``config`` as a plain mapping without its sweep section (computed if not given).
+    """
+    base = base if base is not None else config_to_dict(replace(config, sweep=None))
+    where = f"{source} (sweep member {index}: {json.dumps(settings)})"
+    return Member(index, settings, validate(member_raw(base, settings), where, tuple(settings)))
+
+
+def group_members(members: list[Member]) -> list[Group]:
+    """Members grouped by the settings that fix their program (shapes, static options), in
+    order of first appearance."""
     groups: dict[str, list[Member]] = {}
     for member in members:
         static = {k: v for k, v in member.settings.items() if not vmappable(k, member.config)}
