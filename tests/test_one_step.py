@@ -198,3 +198,19 @@ def test_a_setting_a_verb_cannot_honour_is_refused(tmp_path, capsys, verb, overr
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and key in err[0]
     assert not runs.exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "section"),
+    [
+        ("sweep={axes: {seed: [0, 1]}}", "sweep"),
+        ("federated={num_clients: 4, clients_per_round: 2}", "federated"),
+    ],  # fmt: skip
+)
+def test_train_refuses_a_section_it_would_not_run(tmp_path, capsys, override, section) -> None:
+    path = _write(tmp_path)
+    runs = tmp_path / "runs"
+    assert main(["train", str(path), override, "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{section}:" in err[0] and f"jaxtrain {section}" in err[0]
+    assert not runs.exists()

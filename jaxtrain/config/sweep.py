@@ -216,6 +216,12 @@ class SweepConfig:
 
     def _check_method(self) -> None:
         method = self.method
+        if method == "cmaes":
+            raise ValueError(
+                "method: cmaes is refused: Optuna's CMA-ES sampler keeps its state pickled in "
+                "the study (study.db), and jaxtrain never loads pickles from a run directory; "
+                "use tpe, gp or random"
+            )
         if method in SEARCH_METHODS and method != "random" and self.rounds is None:
             raise ValueError(f"method: {method} asks in rounds: set sweep.rounds (and batch)")
         if method == "random" and self.samples is None and self.rounds is None:

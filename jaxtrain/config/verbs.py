@@ -39,6 +39,13 @@ def check_verb(config: Config, verb: str, source: object = "config") -> None:
     """Raise :class:`ConfigError` naming ``source`` and the key when ``config`` sets something
     ``verb`` (``train``, ``sweep``, ``federated``, ``learning-curve``) cannot honour."""
     train = config.train
+    if verb in ("train", "learning-curve"):  # one run: a section for another verb is not run
+        for section, other in (("sweep", "sweep"), ("federated", "federated")):
+            if getattr(config, section) is not None:
+                raise ConfigError(
+                    f"{source}: {section}: jaxtrain {verb} trains one model centrally and would "
+                    f"not run this section; use jaxtrain {other}, or set {section}=null"
+                )
     for key, reason in _LOOP_ONLY.get(verb, []):
         if getattr(train, key) != getattr(_DEFAULT_TRAIN, key):
             raise ConfigError(
