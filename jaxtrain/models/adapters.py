@@ -33,15 +33,15 @@ class Model(Protocol):
 
 def as_model(model: Any) -> Model:
     """``model`` as a :class:`Model`: an NNX module is wrapped by :class:`NNXModel` (its current
-    state is the initial state), a linen module (or an object with linen's ``init``/``apply``,
-    such as transfer learning's wrappers) by :class:`LinenModel`; a :class:`LinenModel` or
+    state is the initial state), a linen module (or an object with linen's ``apply`` and
+    ``init``, such as transfer learning's wrappers) by :class:`LinenModel`; a :class:`LinenModel` or
     :class:`NNXModel` is returned as it is."""
     if isinstance(model, LinenModel | NNXModel):
         return model
     if is_nnx(model):
         return NNXModel.from_module(model)
-    if callable(getattr(model, "init", None)) and callable(getattr(model, "apply", None)):
-        return LinenModel(model)  # a linen module, or a wrapper of one (transfer's)
+    if callable(getattr(model, "apply", None)):
+        return LinenModel(model)  # a linen module, or an object that applies like one
     raise TypeError(
         f"expected a Flax module (linen or NNX), got {type(model).__name__}; wrap other "
         "models in a Flax module"
