@@ -133,7 +133,11 @@ class DataConfig:
 
     @model_validator(mode="after")
     def _a_dataset_name(self) -> DataConfig:
-        if self.path is None and not TFDS_NAME.fullmatch(self.name) and not self._registered:
+        if self.path is not None:
+            return self
+        tfds = TFDS_NAME.fullmatch(self.name)
+        check = registry.is_import_path(self.name) or not tfds  # an import path resolves now
+        if check and not self._registered and not tfds:
             raise ValueError(
                 f"name: {self.name!r} is not a dataset name (bundled, such as digits, a TFDS "
                 "name such as mnist, mnist/config or mnist:3.0.1, a dataset registered with "
