@@ -49,8 +49,9 @@ def fit(
       ``model:`` section. The run records the module by its import path
       (``package.module:Class``) and, for linen, its settings.
     - ``data``: ``(inputs, labels)`` arrays, a dict of splits, a TFDS or grain source, a
-      pandas DataFrame (with ``data.label_column``), a file path (as ``data.path``) or a
-      :class:`~jaxtrain.data.PreparedData` (see :mod:`jaxtrain.data.arrays`). Prepared as
+      pandas DataFrame (with ``data.label_column``), a file path (as ``data.path``), a
+      :class:`~jaxtrain.data.PreparedData` (see :mod:`jaxtrain.data.arrays`); None: the
+      config's ``data:`` section. Prepared as
       any source: cleaning, the splits the data lacks carved from train, normalisation
       fitted on train (``data.normalize: none`` keeps the arrays as they are).
     - ``config``: a :class:`~jaxtrain.config.Config`, a YAML file, a mapping (nested
@@ -142,7 +143,9 @@ def _given(model, data, config, optimizer, variables, source: str):
             raise ConfigError(f"{source}: variables: only with a model given to fit")
         raw.setdefault("name", _run_name(model))
         data_section = dict(raw.get("data") or {})
-        if isinstance(data, str | Path):
+        if data is None:
+            pass  # the config's own data section
+        elif isinstance(data, str | Path):
             data_section["path"] = str(data)
         elif prepared is not None:
             data_section.setdefault("name", prepared.name)
