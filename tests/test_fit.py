@@ -112,20 +112,43 @@ def test_fit_equals_jaxtrain_train_of_the_same_data_and_model(tmp_path) -> None:
     assert "jaxtrain.models.mlp:MLP" in (ours.run_dir / "report.md").read_text()
 
 
-def test_fit_resumes_bitwise(tmp_path) -> None:
+class NNXRegularised(nnx.Module):
+    """BatchNorm statistics (model state) and dropout (random streams) in NNX."""
+
+    def __init__(self, *, rngs: nnx.Rngs):
+        self.first = nnx.Linear(4, 16, rngs=rngs)
+        self.norm = nnx.BatchNorm(16, rngs=rngs)
+        self.drop = nnx.Dropout(0.3, rngs=rngs)
+        self.second = nnx.Linear(16, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.second(self.drop(nnx.relu(self.norm(self.first(x)))))
+
+
+@pytest.mark.parametrize("kind", ["linen", "nnx"])
+def test_fit_resumes_bitwise(tmp_path, kind) -> None:
+    """Stopped mid-run and resumed, the run ends exactly as one never stopped: for NNX the
+    BatchNorm statistics travel in the state and dropout draws from the step's key."""
     x, y = blobs()
-    model = LinenMLP()
+
+    def model():
+        return LinenMLP() if kind == "linen" else NNXRegularised(rngs=nnx.Rngs(3))
+
     runs = tmp_path / "runs"
-    straight = jaxtrain.fit(model, (x, y), CONFIG, runs_dir=runs, progress=False, report=False)
-    stopped = jaxtrain.fit(model, (x, y), CONFIG, runs_dir=runs, progress=False, report=False,
+    straight = jaxtrain.fit(model(), (x, y), CONFIG, runs_dir=runs, progress=False,
+                            report=False)  # fmt: skip
+    stopped = jaxtrain.fit(model(), (x, y), CONFIG, runs_dir=runs, progress=False, report=False,
                            callbacks=(stop_at_step(9),))  # fmt: skip
     assert (stopped.status, stopped.step) == ("stopped", 9)
-    resumed = jaxtrain.fit(model, (x, y), CONFIG, resume=stopped.run_dir, progress=False,
+    resumed = jaxtrain.fit(model(), (x, y), CONFIG, resume=stopped.run_dir, progress=False,
                            report=False)  # fmt: skip
     assert resumed.step == straight.step and resumed.test == straight.test
     assert _close(resumed.state.params, straight.state.params, 0.0)
-    with pytest.raises(ConfigError, match="model.name: the run trained"):
-        jaxtrain.fit(NNXMLP(4, 8, 3, rngs=nnx.Rngs(0)), (x, y), CONFIG, resume=stopped.run_dir)
+    assert _close(resumed.state.model_state, straight.state.model_state, 0.0)
+    if kind == "nnx":
+        assert set(straight.state.model_state["norm"]) == {"mean", "var"}
+        with pytest.raises(ConfigError, match="model.name: the run trained"):
+            jaxtrain.fit(LinenMLP(), (x, y), CONFIG, resume=stopped.run_dir)
 
 
 def test_a_given_optax_transformation_trains_and_logs_its_rate_only_when_exposed(
@@ -232,3 +255,20 @@ def _write(tmp_path: Path, data: str) -> Path:
     path = tmp_path / "c.yaml"
     path.write_text(f"name: x\n{data}\n")
     return path
+
+
+def test_an_nnx_modules_dropout_draws_from_the_steps_key_and_eval_is_deterministic() -> None:
+    from jaxtrain.models.adapters import as_model
+
+    model = as_model(NNXRegularised(rngs=nnx.Rngs(0)))
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    params, state = model.init(jax.random.key(0), x[:1])
+
+    def run(key, train=True):
+        return np.asarray(model.apply(params, state, x, train=train, rng=key)[0])
+
+    np.testing.assert_array_equal(run(jax.random.key(1)), run(jax.random.key(1)))
+    assert not np.array_equal(run(jax.random.key(1)), run(jax.random.key(2)))
+    np.testing.assert_array_equal(run(jax.random.key(1), False), run(jax.random.key(2), False))
+    _, updated = model.apply(params, state, x, train=True, rng=jax.random.key(1))
+    assert not np.array_equal(updated["norm"]["mean"], state["norm"]["mean"])  # stats move
