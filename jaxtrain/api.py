@@ -51,9 +51,10 @@ def fit(
     - ``data``: ``(inputs, labels)`` arrays, a dict of splits, a TFDS or grain source, a
       pandas DataFrame (with ``data.label_column``), a file path (as ``data.path``), a
       :class:`~jaxtrain.data.PreparedData` (see :mod:`jaxtrain.data.arrays`); None: the
-      config's ``data:`` section. Prepared as
-      any source: cleaning, the splits the data lacks carved from train, normalisation
-      fitted on train (``data.normalize: none`` keeps the arrays as they are).
+      config's ``data:`` section. Prepared as any source: cleaning, the splits the data
+      lacks carved from train, normalisation fitted on train (``data.normalize: none`` keeps
+      the arrays as they are). Data held in Python is known to this process only: evaluate
+      or resume such a run through ``fit`` (``resume=``), not the CLI.
     - ``config``: a :class:`~jaxtrain.config.Config`, a YAML file, a mapping (nested
       sections or dotted keys: ``{"train.epochs": 3}``) or ``key=value`` overrides, on top
       of the defaults (``name`` defaults to the model's class name).
@@ -262,8 +263,8 @@ def _raw_config(config: Any) -> dict[str, Any]:
 
 def _dotted(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested sections as dotted keys (``{"train": {"epochs": 3}}`` -> ``train.epochs``), so
-    a partial section only sets what it names; ``sweep.axes`` and ``model``/``optimizer``
-    sections that name a family are kept whole."""
+    a partial section only sets what it names on top of the defaults; ``sweep.axes`` (whose
+    keys hold dots) is kept whole."""
     flat: dict[str, Any] = {}
     for key, value in mapping.items():
         dotted = f"{prefix}{key}"

@@ -16,6 +16,7 @@ import jaxtrain
 from jaxtrain import registry
 from jaxtrain.config import Config, ConfigError, DataConfig, config_to_dict, validate
 from jaxtrain.models import CNN, build_model, check_model_fits_data
+from jaxtrain.runner import train
 
 
 @dataclass(frozen=True)
@@ -145,5 +146,5 @@ def test_a_cnn_learns_sequences_from_an_npz_file(tmp_path: Path) -> None:
         "model: {name: cnn, features: [8], dense: 16}\n"
         "optimizer: {name: adamw, learning_rate: 0.01}\ntrain: {epochs: 4, log_every: 20}\n"
     )
-    result = jaxtrain.train(config, runs_dir=tmp_path / "runs", progress=False, report=False)
+    result = train(config, runs_dir=tmp_path / "runs", progress=False, report=False)
     assert result.test["accuracy"] > 0.9  # chance is 0.5

@@ -163,7 +163,7 @@ def _load_registered(family, config: DataConfig, class_names) -> RawDataset | Fr
     """A registered dataset's loader, called with the data config when it takes one."""
     loader = family.spec.loader
     try:
-        data = loader(config) if registry._parameters(loader) else loader()
+        data = loader(config) if registry.parameters(loader) else loader()
     except DatasetError:
         raise
     except Exception as err:  # noqa: BLE001 - the user's loader: any failure is named

@@ -145,7 +145,10 @@ class NNXModel:
         from flax import nnx
 
         graphdef, params, rngs, rest = nnx.split(module, nnx.Param, nnx.RngState, ...)
-        return cls(graphdef, (params, rngs, rest), (_pure(params), _pure(rest)))
+        shapes = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), (params, rngs, rest)
+        )
+        return cls(graphdef, shapes, (_pure(params), _pure(rest)))
 
     @classmethod
     def from_factory(cls, factory: Callable[[Any], Any]) -> NNXModel:
