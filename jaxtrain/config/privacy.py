@@ -36,19 +36,25 @@ class DPSGDConfig:
 
     @model_validator(mode="after")
     def _one_noise_setting(self) -> DPSGDConfig:
-        if self.noise_multiplier is not None and self.target_epsilon is not None:
-            raise ValueError(
-                "target_epsilon: set noise_multiplier or target_epsilon, not both (the noise "
-                "multiplier is calibrated from target_epsilon)"
-            )
-        if self.noise_multiplier is None and self.target_epsilon is None:
-            object.__setattr__(self, "noise_multiplier", 1.0)  # the documented default
+        one_noise_setting(self)
         if self.accountant == "rdp" and self.max_batch is not None:
             raise ValueError(
                 "max_batch: a truncated Poisson batch is accounted by the PLD accountant only; "
                 "use accountant: pld or remove max_batch"
             )
         return self
+
+
+def one_noise_setting(section) -> None:
+    """A DP section sets ``noise_multiplier`` or ``target_epsilon``, not both; neither means
+    the documented default noise multiplier 1.0 (filled in on the frozen section)."""
+    if section.noise_multiplier is not None and section.target_epsilon is not None:
+        raise ValueError(
+            "target_epsilon: set noise_multiplier or target_epsilon, not both (the noise "
+            "multiplier is calibrated from target_epsilon)"
+        )
+    if section.noise_multiplier is None and section.target_epsilon is None:
+        object.__setattr__(section, "noise_multiplier", 1.0)
 
 
 def dp_sgd_problem(config) -> str | None:

@@ -513,6 +513,30 @@ class AugmentConfig:
     noise_std: NonNegativeFloat = 0.0
 
 
+MeshAxis = capped(65_536, "a sanity cap: devices along one axis of a mesh")
+
+
+@dataclass(config=_STRICT)
+class MeshConfig:
+    """A ``data x model`` device mesh: ``data`` devices split each batch (and, under FSDP,
+    the parameters and optimizer state); ``model`` devices split the Transformer's attention
+    heads, MLP and vocabulary (tensor parallel). ``data`` unset: every device not on
+    ``model``. The product must equal the number of devices (checked when the run starts)."""
+
+    data: MeshAxis | None = None
+    model: MeshAxis = 1
+
+
+@dataclass(config=_STRICT)
+class ParallelConfig:
+    """``train.parallel`` as a mesh: ``{mesh: {data: 4, model: 2}, fsdp: true}``. ``fsdp``
+    splits parameters and optimizer state over the ``data`` axis (each device keeps a
+    ``1/data`` share)."""
+
+    mesh: MeshConfig = Field(default_factory=MeshConfig)
+    fsdp: bool = False
+
+
 @dataclass(config=_STRICT)
 class TrainConfig:
     """The host loop: how long to train and how often to log, evaluate and checkpoint.
@@ -526,17 +550,18 @@ class TrainConfig:
     intact checkpoint, data position included, with the learning rate halved; at most 3
     times).
 
-    How the step runs (the same pure step each time; see README "Parallel and fast
-    training"): ``parallel`` is ``none`` (one device), ``pmap`` (data parallel over the local
-    devices, gradients averaged, BatchNorm statistics synchronised) or ``sharded`` (one
-    ``jit`` over a device mesh with the batch axis sharded and the parameters replicated;
-    spans processes under ``distributed:``). ``fused_epochs`` runs every stretch of steps
-    between two evaluations (an epoch by default) as one ``lax.scan`` in one compiled call,
-    the training split held in device memory; the batches are the per-step loop's, so the
-    results are the same. ``precision: bfloat16`` computes the forward and backward passes in
-    bfloat16 with float32 parameters, optimizer state and loss. ``micro_batches`` splits each
-    batch into that many micro-batches whose gradients are accumulated (by ``lax.scan``) into
-    one update.
+    How the step runs (the same pure step each time; see README "Parallel and fast training"):
+    ``parallel`` is ``none`` (one device), ``sharded`` (one ``jit`` over a mesh of every device
+    with the batch axis sharded and the parameters replicated; spans processes under
+    ``distributed:``), ``fsdp`` (the same with parameters and optimizer state sharded too), a
+    mesh ``{mesh: {data: D, model: M}, fsdp: true|false}`` (tensor parallel over ``model``; see
+    :class:`ParallelConfig`) or ``pmap`` (data parallel over the local devices, gradients
+    averaged, BatchNorm statistics synchronised). ``fused_epochs`` runs every stretch of steps
+    between two evaluations (an epoch by default) as one ``lax.scan`` in one compiled call, the
+    training split held in device memory; the batches are the per-step loop's, so the results
+    are the same. ``precision: bfloat16`` computes the forward and backward passes in bfloat16
+    with float32 parameters, optimizer state and loss. ``micro_batches`` splits each batch into
+    that many micro-batches whose gradients are accumulated (by ``lax.scan``) into one update.
     """
 
     epochs: Epochs = 10
@@ -548,7 +573,7 @@ class TrainConfig:
     label_smoothing: Fraction = 0.0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     nonfinite: Literal["stop", "skip", "rollback"] = "stop"
-    parallel: Literal["none", "pmap", "sharded"] = "none"
+    parallel: Literal["none", "pmap", "sharded", "fsdp"] | ParallelConfig = "none"
     fused_epochs: bool = False
     precision: Literal["float32", "bfloat16"] = "float32"
     micro_batches: PositiveInt = 1

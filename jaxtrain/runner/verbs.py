@@ -49,6 +49,7 @@ def train(
 
     from jaxtrain.distributed import broadcast_text, is_writer
     from jaxtrain.distributed import initialize as initialize_distributed
+    from jaxtrain.train.parallel import check_placement
 
     if resume is not None:
         run_dir = existing_run(resume)
@@ -57,6 +58,7 @@ def train(
         config = load_config(run_dir / CONFIG_FILE, overrides)
         check_verb(config, "train", run_dir / CONFIG_FILE)
         initialize_distributed(config.distributed)
+        check_placement(config, run_dir / CONFIG_FILE)  # before the run directory changes
         with _writer_lock(run_dir):  # checked before anything in the directory changes
             config, data = resumed_config(run_dir, overrides, is_writer())
             return _train_locked(config, run_dir, data, resume, progress, report)
@@ -66,6 +68,7 @@ def train(
     check_verb(config, "train", config_path)
     check_runs_dir(runs_dir)
     initialize_distributed(config.distributed)
+    check_placement(config, config_path)  # before a run directory exists
     data = checked_data(config, config_path)
     # Process 0 creates the run directory; the others learn its name from it.
     run_dir = start_run(config, runs_dir, data) if is_writer() else None
@@ -216,7 +219,7 @@ def check_determinism(
     digests = []
     for _ in range(2):
         pieces = build_pieces(config, data)
-        placement = build_placement(config.train.parallel)
+        placement = build_placement(config.train.parallel, pieces)
         iterator = iter(training_stream(config, pieces, placement))
         advance, _ = make_advance(config, pieces, placement, iterator)
         count = min(steps, pieces.total_steps)

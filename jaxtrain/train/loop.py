@@ -80,7 +80,7 @@ def train_and_evaluate(
     """
     run_dir = Path(run_dir)
     pieces = build_pieces(config, data, pretrained=not resume)
-    placement = build_placement(config.train.parallel)
+    placement = build_placement(config.train.parallel, pieces)
     placement.check_batch(config.data.batch_size, "data.batch_size")
     placement.check_batch(config.data.eval_batch_size, "data.eval_batch_size")
     iterator = iter(training_stream(config, pieces, placement))
@@ -229,8 +229,7 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
             "learning_rate_reductions": record["reductions"],
             "rollbacks": record["rollbacks"],
             "parallel": {
-                "placement": placement.kind,
-                "devices": placement.width,
+                **placement.describe(),
                 "processes": jax.process_count(),
                 "fused_epochs": config.train.fused_epochs,
                 "precision": config.train.precision,
