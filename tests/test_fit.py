@@ -272,3 +272,15 @@ def test_an_nnx_modules_dropout_draws_from_the_steps_key_and_eval_is_determinist
     np.testing.assert_array_equal(run(jax.random.key(1), False), run(jax.random.key(2), False))
     _, updated = model.apply(params, state, x, train=True, rng=jax.random.key(1))
     assert not np.array_equal(updated["norm"]["mean"], state["norm"]["mean"])  # stats move
+
+
+@pytest.mark.parametrize("parallel", ["fsdp", "pmap"])
+def test_user_modules_run_under_every_placement(tmp_path, parallel) -> None:
+    """A linen module without a ``train`` argument and an NNX module under a mesh (FSDP: no
+    logical annotations, every parameter by the fallback) and under pmap."""
+    x, y = blobs()
+    config = {**CONFIG, "train": {**CONFIG["train"], "parallel": parallel}}
+    for model in (LinenMLP(), NNXMLP(4, 8, 3, rngs=nnx.Rngs(0))):
+        result = jaxtrain.fit(model, (x, y), config, runs_dir=tmp_path / "runs", progress=False,
+                              report=False)  # fmt: skip
+        assert result.status == "finished" and np.isfinite(result.test["loss"])
