@@ -16,8 +16,13 @@ The public API, by layer (see README "Python API"):
            ``jaxtrain.metrics`` (ranking, probabilistic, regression, fairness, bootstrap)
 - transfer: ``build_transfer``, ``load_pretrained``, ``LoRAModel``, ``merge_lora``,
            ``read_weights_file``, ``write_weights_file``, ``TransferError``
-- checkpoint / logging / runner: ``Checkpoints``, ``MetricWriter``, ``train``, ``evaluate_run``,
+- checkpoint / logging / runner: ``Checkpoints``, ``save_checkpoint``,
+           ``restore_checkpoint``, ``MetricWriter``, ``train``, ``evaluate_run``,
            ``generate_text``
+- open toolkit (docs/library.md): ``fit`` (your Flax linen/NNX module, data and optax
+           transformation through the whole ``train`` run), ``register_model``,
+           ``register_optimizer``, ``register_dataset``, ``ModelSpec``, ``OptimizerSpec``,
+           ``DatasetSpec``, ``vmap_sweep``, ``sweep_model``, ``grid``
 """
 
 from __future__ import annotations
@@ -100,6 +105,18 @@ _EXPORTS = {
     "read_weights_file": "jaxtrain.transfer",
     "write_weights_file": "jaxtrain.transfer",
     "TransferError": "jaxtrain.transfer",
+    "fit": "jaxtrain.api",
+    "register_model": "jaxtrain.registry",
+    "register_optimizer": "jaxtrain.registry",
+    "register_dataset": "jaxtrain.registry",
+    "ModelSpec": "jaxtrain.registry",
+    "OptimizerSpec": "jaxtrain.registry",
+    "DatasetSpec": "jaxtrain.registry",
+    "save_checkpoint": "jaxtrain.checkpoint",
+    "restore_checkpoint": "jaxtrain.checkpoint",
+    "vmap_sweep": "jaxtrain.sweep.custom",
+    "sweep_model": "jaxtrain.api",
+    "grid": "jaxtrain.sweep.custom",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -39,6 +39,10 @@ class CorruptCheckpoint(ValueError):
     """A checkpoint folder whose files are unreadable or whose parts fail their digest."""
 
 
+class MissingPart(ValueError):
+    """A checkpoint asked for a part it was saved without (not a damaged one)."""
+
+
 def state_digest(state: Any) -> str:
     """SHA-256 over the tree structure, every leaf's dtype, shape and bytes (host copies);
     typed PRNG keys are hashed through their key data."""
@@ -129,8 +133,11 @@ class Checkpoints:
             items[name] = ocp.args.JsonSave(value)
             digests[f"{name}_sha256"] = json_digest(value)
         if data_iterator is not None:
+            _check_iterator(data_iterator)
             items[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
             digests[f"{DATA}_sha256"] = json_digest(data_iterator.get_state())
+        if not arrays and not records and data_iterator is None:
+            raise ValueError("Checkpoints.save: nothing to save (no state, arrays or records)")
         items[INTEGRITY] = ocp.args.JsonSave(digests)
         self._manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
 
@@ -164,6 +171,12 @@ class Checkpoints:
         if checked:
             items[INTEGRITY] = ocp.args.JsonRestore()
         if data_iterator is not None:
+            _check_iterator(data_iterator)
+            if folder.is_dir() and not (folder / DATA).is_dir():
+                raise MissingPart(
+                    f"{folder}: holds no data-iterator position (it was saved without one); "
+                    "restore without an iterator"
+                )
             items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(**items))
@@ -274,3 +287,106 @@ def _reason(err: Exception) -> str:
     if len(text) > 160:
         text = text[:160].rsplit(" ", 1)[0] + " ..."
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _check_iterator(iterator: Any) -> None:
+    """A grain ``DatasetIterator`` (``get_state``/``set_state``), or a one-line TypeError
+    before Orbax's save thread would meet it."""
+    if not all(callable(getattr(iterator, m, None)) for m in ("get_state", "set_state")):
+        raise TypeError(
+            f"data iterator: a {type(iterator).__name__} has no position to checkpoint; pass a "
+            "grain iterator (iter(grain.MapDataset...to_iter_dataset())) or none"
+        )
+
+
+# --- checkpoints as a library: one call each ---------------------------------------------------
+
+
+def save_checkpoint(
+    directory: str | Path,
+    state: Any,
+    step: int,
+    *,
+    iterator: grain.DatasetIterator | None = None,
+    keep: int | None = None,
+) -> Path:
+    """Save ``state`` (any pytree of arrays: a ``TrainState``, a dict of parameters ...) and
+    optionally a grain ``iterator``'s position as step ``step`` of ``directory`` (created),
+    with a SHA-256 digest of each part (see :class:`Checkpoints`). Waits until it is on disk;
+    returns the step's folder. ``keep``: how many steps the folder keeps (default: all).
+
+    Errors are one line: ValueError for a missing state, a negative step or a step already
+    saved; TypeError for an iterator without a position (not grain's)."""
+    if state is None:
+        raise ValueError("save_checkpoint: state is None; pass the pytree to save")
+    if not jax.tree.leaves(state):
+        raise ValueError("save_checkpoint: state holds no arrays")
+    if isinstance(step, bool) or not isinstance(step, int | np.integer) or step < 0:
+        raise ValueError(f"save_checkpoint: step must be an integer >= 0, got {step!r}")
+    if iterator is not None:
+        _check_iterator(iterator)
+    config = CheckpointConfig(keep=keep or 2**31 - 1, async_save=False)
+    with Checkpoints(directory, config) as checkpoints:
+        if int(step) in checkpoints.all_steps():
+            raise ValueError(
+                f"save_checkpoint: {checkpoints.directory} already holds step {int(step)}; "
+                "save under a new step"
+            )
+        checkpoints.save(int(step), state, iterator)
+        checkpoints.wait()
+        return checkpoints.directory / str(int(step))
+
+
+def restore_checkpoint(
+    directory: str | Path,
+    like: Any = None,
+    *,
+    step: int | None = None,
+    iterator: grain.DatasetIterator | None = None,
+) -> Any:
+    """The state saved by :func:`save_checkpoint` at ``step`` (default: the latest) in
+    ``directory``, shaped like ``like`` (a pytree of the same structure: arrays or
+    ``jax.ShapeDtypeStruct``), every part checked against its digest. Without ``like`` the
+    arrays come back as saved, in nested dicts (unchecked: the digest covers the saved tree's
+    own types). With ``iterator``, its position is set to the saved one.
+
+    Errors are one line: ValueError when the folder or step does not exist, or the step was
+    saved without an iterator; :class:`CorruptCheckpoint` for a damaged step."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise ValueError(f"restore_checkpoint: {path} does not exist")
+    if iterator is not None:
+        _check_iterator(iterator)
+    with Checkpoints(path, CheckpointConfig(keep=2**31 - 1, async_save=False)) as checkpoints:
+        steps = checkpoints.all_steps()
+        if not steps:
+            raise ValueError(f"restore_checkpoint: {path} holds no checkpoint")
+        step = max(steps) if step is None else step
+        if step not in steps:
+            raise ValueError(
+                f"restore_checkpoint: {path} has no step {step} (steps: "
+                f"{', '.join(map(str, sorted(steps)))})"
+            )
+        if like is None:
+            return _restore_as_saved(checkpoints, step, iterator)
+        return checkpoints.restore(step, like, iterator)
+
+
+def _restore_as_saved(checkpoints: Checkpoints, step: int, iterator) -> Any:
+    """The saved state without a template: nested dicts of arrays. (Its digest covers the
+    saved tree's own types, which a template-less restore does not know, so it is checked
+    only when a ``like`` is given.)"""
+    folder = checkpoints.directory / str(step)
+    items: dict[str, Any] = {STATE: ocp.args.StandardRestore()}
+    if iterator is not None:
+        if not (folder / DATA).is_dir():
+            raise MissingPart(
+                f"{folder}: holds no data-iterator position (it was saved without one); "
+                "restore without an iterator"
+            )
+        items[DATA] = grain.checkpoint.CheckpointRestore(iterator)
+    try:
+        restored = checkpoints._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as err:  # noqa: BLE001 - Orbax/TensorStore raise many types
+        raise CorruptCheckpoint(f"{folder}: cannot be restored ({_reason(err)})") from None
+    return restored[STATE]

@@ -64,7 +64,7 @@ BAD_OVERRIDES = [
     (["train.epochs=2.5"], "train.epochs", "valid integer"),
     (["model.hiden=[3]"], "model.hiden", "unknown key"),
     (["trian.epochs=3"], "trian", "unknown key"),
-    (["model.name=resnet9000"], "model", "does not match"),
+    (["model.name=resnet9000"], "model.name", "is not a model"),
     (["data.name=null"], "data.name", "valid string"),
     (["data.normalize=zscore"], "data.normalize", "'none', 'standard' or 'minmax'"),
     (["name=../escape"], "name", "pattern"),
@@ -131,7 +131,7 @@ def _cli_error(capsys, tmp_path: Path, args: list[str]) -> str:
         ("data.name=no_such_dataset", "unknown dataset"),
         ("data.batch_size=5000", "larger than the training split"),
         ("bogus_key=1", "bogus_key (set on the command line): unknown key"),
-        ("data.name=breast_cancer model={name: cnn}", "model.name: cnn needs examples of rank 3"),
+        ("data.name=breast_cancer model={name: vit}", "model.name: vit needs examples of rank 3"),
     ],
 )
 def test_cli_exits_2_with_one_line_and_writes_nothing(

@@ -575,7 +575,10 @@ def test_bounded_integers_are_refused_naming_the_key(
             ["sweep={samples: 2, axes: {seed: {distribution: int_uniform}}}"],
             f"sweep.axes.seed.low{CLI}: required key is missing",
         ),
-        (["model.name=resnet9000"], "model.name (set on the command line): Input tag 'resnet9000'"),
+        (
+            ["model.name=resnet9000"],
+            "model.name (set on the command line): 'resnet9000' is not a model (did you mean",
+        ),
         (["trian.epochs=3"], "trian: unknown key (did you mean 'train'?)"),
     ],
 )

@@ -10,6 +10,7 @@ from typing import Any
 
 import pydantic
 
+from jaxtrain import registry
 from jaxtrain.config.schema import Config
 
 
@@ -26,12 +27,12 @@ def problem(errors: list[Any], raw: Mapping[str, Any], overrides: Sequence[str])
     key = max((k for k, _ in related), key=lambda k: k.count(".") + k.count("["))
     branches = [e for k, e in related if k == key]
     first = branches[0]
-    message = _describe(branches)
+    message = _describe(branches, raw)
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         key = f"{key}.name" if key else "name"  # the tag is the section's name key
     elif first["type"] == "value_error":  # a section's check: "field: what is wrong"
         field, sep, rest = message.partition(": ")
-        if sep and field.split(".")[0] in _known_keys(tuple(first["loc"])):
+        if sep and field.split(".")[0] in _known_keys(tuple(first["loc"]), raw):
             key, message = (f"{key}.{field}" if key else field), rest
     where = set_where(key, overrides)
     others = {k for k, _ in keyed if k != key and not k.startswith((f"{key}.", f"{key}["))}
@@ -69,11 +70,11 @@ def _key_of(error: Mapping[str, Any], raw: Mapping[str, Any]) -> str:
     return ".".join(parts).replace(".[", "[")
 
 
-def _describe(branches: list[Mapping[str, Any]]) -> str:
+def _describe(branches: list[Mapping[str, Any]], raw: Mapping[str, Any]) -> str:
     first = branches[0]
     kind = first["type"]
     if kind == "unexpected_keyword_argument":
-        return f"unknown key{_suggestion(first['loc'])}"
+        return f"unknown key{_suggestion(first['loc'], raw)}"
     if kind == "missing" or kind == "missing_argument":
         return "required key is missing"
     if kind == "value_error":
@@ -93,20 +94,23 @@ def _describe(branches: list[Mapping[str, Any]]) -> str:
     return message
 
 
-def _suggestion(loc: Sequence[Any]) -> str:
+def _suggestion(loc: Sequence[Any], raw: Mapping[str, Any]) -> str:
     """`` (did you mean 'hidden'?)`` or `` (keys here: a, b, c)``, from the schema."""
-    known = _known_keys(tuple(loc[:-1]))
+    known = _known_keys(tuple(loc[:-1]), raw)
     if not known:
         return ""
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     return f" (did you mean {close[0]!r}?)" if close else f" (keys here: {', '.join(known)})"
 
 
-def _known_keys(loc: tuple[Any, ...]) -> list[str]:
-    """The keys the schema allows at ``loc`` (a pydantic location, branch labels included)."""
+def _known_keys(loc: tuple[Any, ...], raw: Mapping[str, Any]) -> list[str]:
+    """The keys the schema allows at ``loc`` (a pydantic location, branch labels included);
+    a registered or import-path family's keys come from its own section class."""
     schema = _json_schema()
     node: Any = schema
-    for part in loc:
+    for index, part in enumerate(loc):
+        if part == registry.OPEN_TAG and index:
+            return registry.section_keys(str(loc[index - 1]), _value_at(raw, loc[:index]))
         node = _resolve(node, schema)
         if part in node.get("properties", {}):
             node = node["properties"][part]
@@ -123,6 +127,14 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
                 return []
             node = titled[0]
     return sorted(_resolve(node, schema).get("properties", {}))
+
+
+def _value_at(raw: Any, loc: Sequence[Any]) -> Any:
+    """The user's value at the keys of ``loc`` (branch labels skipped)."""
+    for part in loc:
+        if isinstance(raw, Mapping) and part in raw:
+            raw = raw[part]
+    return raw
 
 
 def _resolve(node: Any, schema: Mapping[str, Any]) -> Any:

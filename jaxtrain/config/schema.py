@@ -3,17 +3,22 @@
 Every section is a frozen pydantic dataclass that owns its defaults and rejects unknown keys,
 wrong types (strict: no silent string-to-number coercion) and impossible values. Sections
 that pick an implementation (``model``, ``optimizer``) are tagged unions on their ``name``,
-so each implementation accepts exactly its own keys.
+so each implementation accepts exactly its own keys. The unions are open: a name that is not
+a built-in is looked up in :mod:`jaxtrain.registry` (registered in Python, an import path
+``package.module:Object`` or an installed package's entry point) and validated, just as
+strictly, by that family's own section class.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, PlainValidator, Tag, model_validator
 from pydantic.dataclasses import dataclass
 
+from jaxtrain import registry
 from jaxtrain.config.base import (
     INT32_MAX,
     BatchSize,
@@ -54,21 +59,32 @@ class DataConfig:
     """Where examples come from and how they are split and batched.
 
     ``name`` is a dataset bundled with jaxtrain (``digits``, ``breast_cancer``, ``wine``,
-    ``iris``, ``diabetes``, ``pydoc_text``) or any TFDS catalog name already prepared (as
-    array_record) in ``data_dir``. With ``path`` the data is read from that file instead and
-    ``name`` only labels it: a UTF-8 ``.txt`` file is text, split into train, validation and
-    test at document boundaries, in order, and cut into windows of ``sequence_length`` bytes;
-    a ``.csv`` or ``.parquet`` file is a table (see docs/data.md).
+    ``iris``, ``diabetes``, ``pydoc_text``), a dataset registered in Python
+    (``jaxtrain.register_dataset``), named by import path (``package.module:loader``) or by an
+    installed package's ``jaxtrain.datasets`` entry point, or any TFDS catalog name already
+    prepared (as array_record) in ``data_dir``. With ``path`` the data is read from that file
+    instead and ``name`` only labels it (default: the file's stem): a ``.csv``, ``.parquet`` or
+    ``.npy`` (a structured array: named columns) file is a table (see docs/data.md); a ``.npz``
+    file holds arrays (``inputs``/``labels`` or ``x``/``y``, optionally per split:
+    ``x_train``, ``x_validation``, ``x_test`` ...; read without pickle); any other file is UTF-8
+    text, split into train, validation and test at document boundaries, in order, and cut into
+    windows of ``sequence_length`` bytes. ``validation_path`` and ``test_path`` (tables and
+    arrays) are the source's own fixed splits, in the same format as ``path``.
 
-    Table keys (only with a ``.csv``/``.parquet`` path): ``label_column`` (required);
+    Table keys (only with a table: a ``.csv``/``.parquet``/``.npy`` path, or a registered
+    dataset whose loader returns a DataFrame): ``label_column`` (required);
     ``feature_columns`` (default: every column but the label, group and id columns);
     ``categorical_columns`` (default: the non-numeric feature columns), encoded ``one_hot`` or
     ``ordinal`` with categories learned on the training split, a category unseen there being
     ``ignore``d (all-zero one-hot, ordinal -1), ``drop``ped or an ``error``; ``group_column``
     (rows of one group never sit in two splits); ``id_column`` (kept out of the features);
     ``task`` (default classification); ``class_names`` (the label set; default: the labels
-    found, sorted). ``split``: ``auto`` is grouped with a group column, else stratified for
-    classes and random for regression. ``prepare`` holds the cleaning rules.
+    found, sorted); ``split_column`` (a column naming each row's split: ``train``,
+    ``validation`` or ``test``; a split it never names is carved from train as usual).
+    ``task`` and ``class_names`` also apply to arrays (``.npz``, registered datasets): integer,
+    boolean or text labels are classes, float labels regression targets. ``split``: ``auto``
+    is grouped with a group column, else stratified for classes and random for regression.
+    ``prepare`` holds the cleaning rules.
 
     Subsets for transfer learning (classification, applied after the split, seeded by
     ``seed``): ``classes`` keeps only those classes (source label ids or class names) in
@@ -76,9 +92,11 @@ class DataConfig:
     keeps that many training examples of each class (validation and test stay whole).
     """
 
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(min_length=1)] = ""  # "": the stem of path
     data_dir: str | None = None
     path: str | None = None
+    validation_path: str | None = None
+    test_path: str | None = None
     sequence_length: SequenceLength = 128
     seed: Seed = 0
     validation_fraction: Fraction = 0.15
@@ -95,19 +113,47 @@ class DataConfig:
     id_column: str | None = None
     task: Literal["classification", "regression"] | None = None
     class_names: tuple[str, ...] | None = None
+    split_column: str | None = None
     split: Literal["auto", "stratified", "grouped", "random"] = "auto"
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     classes: tuple[NonNegativeInt | str, ...] | None = None
     train_examples_per_class: PositiveInt | None = None
 
     @model_validator(mode="after")
+    def _name_from_path(self) -> DataConfig:
+        """``name`` defaults to the stem of ``path`` (only a label then)."""
+        if not self.name:
+            if self.path is None:
+                raise ValueError(
+                    "name: required key is missing (a dataset name; it may be left out only "
+                    "with data.path)"
+                )
+            object.__setattr__(self, "name", Path(self.path).stem or "data")  # frozen: once
+        return self
+
+    @model_validator(mode="after")
     def _a_dataset_name(self) -> DataConfig:
-        if self.path is None and not TFDS_NAME.fullmatch(self.name):
+        if self.path is not None:
+            return self
+        tfds = TFDS_NAME.fullmatch(self.name)
+        check = registry.is_import_path(self.name) or not tfds  # an import path resolves now
+        if check and not self._registered and not tfds:
             raise ValueError(
-                f"name: {self.name!r} is not a dataset name (bundled, such as digits, or a TFDS "
-                "name such as mnist, mnist/config or mnist:3.0.1)"
+                f"name: {self.name!r} is not a dataset name (bundled, such as digits, a TFDS "
+                "name such as mnist, mnist/config or mnist:3.0.1, a dataset registered with "
+                "jaxtrain.register_dataset, or an import path package.module:loader)"
             )
         return self
+
+    @property
+    def _registered(self) -> bool:
+        """Whether ``name`` is a registered, import-path or entry-point dataset."""
+        if self.path is not None:
+            return False
+        try:
+            return registry.find("dataset", self.name) is not None
+        except registry.RegistryError as err:
+            raise ValueError(f"name: {err}") from None
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
@@ -119,13 +165,42 @@ class DataConfig:
 
     @model_validator(mode="after")
     def _table_keys_need_a_table(self) -> DataConfig:
-        table = self.path is not None and self.path.lower().endswith((".csv", ".parquet"))
+        kind = path_kind(self.path)
+        if kind == "pickle":
+            raise ValueError(
+                f"path: {self.path!r} is a pickle, which jaxtrain never loads (loading one can "
+                f"run code); save arrays with numpy.savez instead. {SUPPORTED_FORMATS}"
+            )
+        table = kind == "table"
         if table and self.label_column is None:
-            raise ValueError("label_column: required for a .csv/.parquet data.path")
-        if not table:
-            for key in (*TABLE_KEYS, "group_column"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"{key}: only used with a .csv/.parquet data.path")
+            raise ValueError("label_column: required for a .csv/.parquet/.npy data.path")
+        used = [k for k in (*TABLE_KEYS, "group_column", "split_column") if getattr(self, k)]
+        if used and not table and not (kind == "arrays" and set(used) <= set(LABEL_KEYS)):
+            if not self._registered:
+                where = (
+                    ".csv/.parquet/.npy data.path (a table)"
+                    if used[0] not in LABEL_KEYS
+                    else ".csv/.parquet/.npy/.npz data.path"
+                )
+                raise ValueError(
+                    f"{used[0]}: only used with a {where} or a dataset registered in Python"
+                )
+        for key in ("validation_path", "test_path"):
+            other = getattr(self, key)
+            if other is None:
+                continue
+            if self.path is None:
+                raise ValueError(f"{key}: needs data.path (the training rows)")
+            if kind not in ("table", "arrays") or path_kind(other) != kind:
+                raise ValueError(
+                    f"{key}: a split file must be a table or arrays in the same format as "
+                    f"data.path ({self.path!r}); got {other!r}"
+                )
+            if self.split_column is not None:
+                raise ValueError(
+                    f"{key}: the splits are given by data.split_column already; use one or "
+                    "the other"
+                )
         if self.split == "grouped" and self.group_column is None:
             raise ValueError("split: 'grouped' needs data.group_column")
         if self.group_column is not None and self.split in ("stratified", "random"):
@@ -141,6 +216,29 @@ TABLE_KEYS = (
     "task",
     "class_names",
 )
+LABEL_KEYS = ("task", "class_names")  # also for arrays
+TABLE_SUFFIXES = (".csv", ".parquet", ".npy")
+ARRAY_SUFFIXES = (".npz",)
+PICKLE_SUFFIXES = (".pkl", ".pickle")
+SUPPORTED_FORMATS = (
+    "Supported data.path formats: .csv, .parquet, .npy (tables), .npz (arrays), any other "
+    "suffix UTF-8 text"
+)
+
+
+def path_kind(path: str | None) -> str | None:
+    """What ``data.path`` holds, by its suffix: ``table``, ``arrays``, ``pickle`` (refused),
+    ``text`` (anything else), or None without a path."""
+    if path is None:
+        return None
+    suffix = Path(path).suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        return "table"
+    if suffix in ARRAY_SUFFIXES:
+        return "arrays"
+    if suffix in PICKLE_SUFFIXES:
+        return "pickle"
+    return "text"
 
 
 @dataclass(config=_STRICT)
@@ -268,17 +366,48 @@ class RandomForestConfig(DecisionTreeConfig):
     max_features: MaxFeatures = "sqrt"
 
 
-ModelConfig = Annotated[
-    MLPConfig
-    | CNNConfig
-    | ResNetConfig
-    | LinearConfig
-    | TransformerLMConfig
-    | ViTConfig
-    | DecisionTreeConfig
-    | RandomForestConfig,
-    Field(discriminator="name"),
-]
+def open_union(kind: str, builtins: dict[str, type]) -> Any:
+    """A section tagged by its ``name``: a built-in validates against its own class (exactly
+    as a plain discriminated union would), any other name against the section class of the
+    family :mod:`jaxtrain.registry` resolves it to (the ``registered`` branch)."""
+
+    def which(value: Any) -> str:
+        name = value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
+        return name if isinstance(name, str) and name in builtins else registry.OPEN_TAG
+
+    def with_mapping(schema: dict[str, Any]) -> None:  # the JSON schema of a tagged union
+        refs = [option["$ref"] for option in schema.get("oneOf", []) if "$ref" in option]
+        schema["discriminator"] = {
+            "propertyName": "name",
+            "mapping": dict(zip(builtins, refs, strict=True)),
+        }
+
+    branches = [Annotated[cls, Tag(name)] for name, cls in builtins.items()]
+    branches.append(
+        Annotated[
+            Any,
+            PlainValidator(lambda value: registry.validate_section(kind, value)),
+            Tag(registry.OPEN_TAG),
+        ]
+    )
+    return Annotated[
+        Union[tuple(branches)],  # noqa: UP007 - a union built from a list
+        Discriminator(which),
+        Field(json_schema_extra=with_mapping),
+    ]
+
+
+BUILTIN_MODELS = {
+    "mlp": MLPConfig,
+    "cnn": CNNConfig,
+    "resnet": ResNetConfig,
+    "linear": LinearConfig,
+    "transformer_lm": TransformerLMConfig,
+    "vit": ViTConfig,
+    "decision_tree": DecisionTreeConfig,
+    "random_forest": RandomForestConfig,
+}
+ModelConfig = open_union("model", BUILTIN_MODELS)
 
 
 @dataclass(config=_STRICT)
@@ -325,7 +454,8 @@ class SGDConfig:
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
 
-OptimizerConfig = Annotated[AdamConfig | AdamWConfig | SGDConfig, Field(discriminator="name")]
+BUILTIN_OPTIMIZERS = {"adam": AdamConfig, "adamw": AdamWConfig, "sgd": SGDConfig}
+OptimizerConfig = open_union("optimizer", BUILTIN_OPTIMIZERS)
 
 
 @dataclass(config=_STRICT)
@@ -518,4 +648,31 @@ class Config:
         problem = dp_model_problem(self.federated, self.model) or dp_sgd_problem(self)
         if problem:
             raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _open_families_fit_the_run(self) -> Config:
+        """A given optax transformation keeps its learning rate to itself: what would scale it
+        is refused; an NNX model has no linen ``init`` for transfer learning."""
+        if self.optimizer.name not in BUILTIN_OPTIMIZERS:
+            family = registry.resolve("optimizer", self.optimizer.name)
+            if family.spec.transformation is not None:
+                for key, set_ in (
+                    ("reduce_on_plateau", self.train.reduce_on_plateau is not None),
+                    ("nonfinite", self.train.nonfinite == "rollback"),
+                ):
+                    if set_:
+                        raise ValueError(
+                            f"train.{key}: scales the learning rate, which a given optax "
+                            "transformation keeps to itself; name the optimizer in the config "
+                            "(a built-in, a registered one, or an optax factory such as "
+                            "optimizer.name: optax:adamw) or remove the setting"
+                        )
+        if self.transfer is not None and self.model.name not in BUILTIN_MODELS:
+            family = registry.resolve("model", self.model.name)
+            if family.spec.nnx:
+                raise ValueError(
+                    f"transfer: model {self.model.name!r} is an NNX module; transfer learning "
+                    "loads weights into Flax linen modules only"
+                )
         return self

@@ -1,4 +1,9 @@
-"""From a data config to cleaned, normalised train/validation/test splits in memory."""
+"""From a data config to cleaned, normalised train/validation/test splits in memory.
+
+Every source takes the same path: tables (CSV, Parquet, NPY files, DataFrames) through
+:func:`prepare_table` directly; arrays (TFDS, ``.npz`` files, datasets registered in Python,
+arrays given to :func:`jaxtrain.fit`) as a table of their rows; text as byte windows.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from jaxtrain import registry
 from jaxtrain.config import DataConfig
 from jaxtrain.config.prepare import PrepareConfig
+from jaxtrain.config.schema import SUPPORTED_FORMATS, path_kind
+from jaxtrain.data.arrays import Frames, as_source, load_arrays
 from jaxtrain.data.clean import (
     WARN_DROP_SHARE,
     Rule,
@@ -45,6 +53,7 @@ from jaxtrain.data.tabular import (
     feature_hashes,
     fit_categories,
     load_table,
+    table_from_frames,
     table_from_raw,
 )
 
@@ -128,11 +137,41 @@ def is_table_path(path: str | None) -> bool:
     return path is not None and path.lower().endswith(TABLE_SUFFIXES)
 
 
-def load_source(config: DataConfig) -> RawDataset:
-    """The raw dataset ``config`` names: a text file at ``path``, else a TFDS dataset."""
+def load_source(config: DataConfig, stats: dict | None = None) -> RawDataset | Frames:
+    """The raw dataset ``config`` names: a ``.npz`` or text file at ``path``, a registered
+    (or import-path, or entry-point) dataset's loader, else a TFDS dataset. ``stats``: what a
+    run stored (its class names are kept)."""
+    names = ((stats or {}).get("prepare") or {}).get("class_names") or config.class_names
+    kind = path_kind(config.path)
+    if kind == "arrays":
+        splits = {"validation": config.validation_path, "test": config.test_path}
+        return load_arrays(
+            config.path, config.name, task=config.task, class_names=names, split_paths=splits
+        )
     if config.path is not None:
-        return load_text_file(config.path)
+        try:
+            return load_text_file(config.path)
+        except DatasetError as err:
+            raise DatasetError(f"{err}. {SUPPORTED_FORMATS}") from None
+    family = registry.find("dataset", config.name)
+    if family is not None:
+        return _load_registered(family, config, names)
     return load_tfds(config.name, config.data_dir)
+
+
+def _load_registered(family, config: DataConfig, class_names) -> RawDataset | Frames:
+    """A registered dataset's loader, called with the data config when it takes one."""
+    loader = family.spec.loader
+    try:
+        data = loader(config) if registry.parameters(loader) else loader()
+    except DatasetError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the user's loader: any failure is named
+        raise DatasetError(
+            f"data.name: the loader of {config.name!r} failed ({type(err).__name__}: {err})"
+        ) from None
+    where = f"data.name: {config.name}"
+    return as_source(data, config.name, task=config.task, class_names=class_names, where=where)
 
 
 def prepare_data(
@@ -148,16 +187,26 @@ def prepare_data(
     Statistics stored with a run (``stats``, or just the inputs' ``normalizer``) are applied
     instead of refitting: evaluation and resume reuse them.
     """
+    stored = (stats or {}).get("prepare") or {}
     if is_table_path(config.path):
-        table, class_names, task, written = _read_table(config, (stats or {}).get("prepare") or {})
+        table, class_names, task, written = _read_table(config, stored)
         return prepare_table(
             table, class_names, task, config, config.path, normalizer, stats, written
         )
-    raw = load_source(config)
+    raw = load_source(config, stats)
+    if isinstance(raw, Frames):
+        table, class_names, task, written = _read_table(config, stored, raw.frames)
+        source = f"dataset {config.name}"
+        return prepare_table(table, class_names, task, config, source, normalizer, stats, written)
+    if config.label_column is not None:
+        raise DatasetError(
+            f"data.label_column: {config.name} gives arrays, not a table; remove the table keys"
+        )
     if "train" not in raw.splits:
         raise DatasetError(f"data.name: {config.name} has no 'train' split ({sorted(raw.splits)})")
     if raw.task != "language_model":
-        source = config.path or f"tfds:{config.name}"
+        registered = config.path is None and registry.find("dataset", config.name) is not None
+        source = config.path or (f"dataset {config.name}" if registered else f"tfds:{config.name}")
         table = table_from_raw(raw)
         return prepare_table(table, raw.class_names, raw.task, config, source, normalizer, stats)
     if config.classes is not None or config.train_examples_per_class is not None:
@@ -412,16 +461,25 @@ def split_rows(
 
 
 def _read_table(
-    config: DataConfig, stored: dict
+    config: DataConfig, stored: dict, frames: dict | None = None
 ) -> tuple[Table, tuple[str, ...], str, dict[int, object]]:
-    table = load_table(
-        config.path,
+    """The table at ``config.path`` (with its fixed split files), or ``frames`` (DataFrames
+    by split, from a registered dataset), and its labels as ids or targets."""
+    if config.label_column is None:
+        raise DatasetError(f"data.label_column: required for the table of {config.name}")
+    columns = (
         config.label_column,
         config.feature_columns,
         config.categorical_columns,
         config.group_column,
         config.id_column,
+        config.split_column,
     )
+    if frames is None:
+        splits = {"validation": config.validation_path, "test": config.test_path}
+        table = load_table(config.path, *columns, split_paths=splits)
+    else:
+        table = table_from_frames(frames, *columns, source=f"dataset {config.name}")
     task = config.task or "classification"
     if task == "regression":
         targets = regression_targets(table.labels)

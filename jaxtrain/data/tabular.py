@@ -1,5 +1,5 @@
-"""Tables: CSV/Parquet files (and array sources) as rows of raw features before encoding,
-and the categorical encoding fitted on the training split."""
+"""Tables: CSV/Parquet/NPY files, DataFrames (and array sources) as rows of raw features
+before encoding, and the categorical encoding fitted on the training split."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 
 from jaxtrain.data.sources import DatasetError, RawDataset
 
-TABLE_SUFFIXES = (".csv", ".parquet")
+TABLE_SUFFIXES = (".csv", ".parquet", ".npy")
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -76,39 +77,85 @@ def load_table(
     categorical_columns: tuple[str, ...] | None = None,
     group_column: str | None = None,
     id_column: str | None = None,
+    split_column: str | None = None,
+    split_paths: dict[str, str | os.PathLike | None] | None = None,
 ) -> Table:
-    """Read a ``.csv`` or ``.parquet`` file into a :class:`Table` (one ``train`` origin).
+    """Read a ``.csv``, ``.parquet`` or ``.npy`` (a structured array: named columns) file
+    into a :class:`Table`: every row of origin ``train``, or the split ``split_column`` names
+    (``train``, ``validation``, ``test``); ``split_paths`` (``{"test": path}``) are files of
+    the source's own fixed splits, with the same columns.
 
-    Features are ``feature_columns`` or every column but the label, group and id columns;
-    categorical ones are ``categorical_columns`` or the features that are not numbers (a
-    column of mostly numbers with a few text cells is an error naming the first bad cell,
-    not silently a category). Empty
-    cells (and NA markers pandas recognises) are missing. Errors name the key and column.
+    Features are ``feature_columns`` or every column but the label, group, id and split
+    columns; categorical ones are ``categorical_columns`` or the features that are not numbers
+    (a column of mostly numbers with a few text cells is an error naming the first bad cell,
+    not silently a category). Empty cells (and NA markers pandas recognises) are missing.
+    Errors name the key and column.
     """
-    frame = _read_frame(Path(path).expanduser())
-    columns = [str(c) for c in frame.columns]
-    frame.columns = columns
+    frames = {"train": _read_frame(Path(path).expanduser())}
+    for split, other in (split_paths or {}).items():
+        if other is not None:
+            frames[split] = _read_frame(Path(other).expanduser())
+    return table_from_frames(
+        frames,
+        label_column,
+        feature_columns,
+        categorical_columns,
+        group_column,
+        id_column,
+        split_column,
+        source=str(path),
+    )
+
+
+def table_from_frames(
+    frames: dict[str, object],
+    label_column: str,
+    feature_columns: tuple[str, ...] | None = None,
+    categorical_columns: tuple[str, ...] | None = None,
+    group_column: str | None = None,
+    id_column: str | None = None,
+    split_column: str | None = None,
+    source: str = "the DataFrame",
+) -> Table:
+    """pandas DataFrames by source split (``train`` at least) as one :class:`Table` (see
+    :func:`load_table`); rows are numbered in the order train, validation, test."""
+    import pandas as pd
+
+    order = [split for split in SPLITS if split in frames]
+    frames = {split: frames[split].rename(columns=str) for split in order}  # a copy
+    columns = list(frames["train"].columns)
+    for split in order:
+        if list(frames[split].columns) != columns:
+            missing = sorted(set(columns) ^ set(frames[split].columns))
+            raise DatasetError(
+                f"data.{split}_path: its columns differ from data.path's ({missing})"
+            )
+    frame = pd.concat([frames[s] for s in order], ignore_index=True)
+    origin = np.concatenate([np.full(len(frames[s]), s, object) for s in order])
     for key, column in (
         ("label_column", label_column),
         ("group_column", group_column),
         ("id_column", id_column),
+        ("split_column", split_column),
     ):
         if column is not None and column not in columns:
-            raise DatasetError(f"data.{key}: no column {column!r} in {path} (columns: {columns})")
-    reserved = {label_column, group_column, id_column} - {None}
+            raise DatasetError(f"data.{key}: no column {column!r} in {source} (columns: {columns})")
+    if split_column is not None:
+        origin = _split_origin(frame[split_column], source)
+    reserved = {label_column, group_column, id_column, split_column} - {None}
     if feature_columns is None:
         features = [c for c in columns if c not in reserved]
     else:
         features = list(feature_columns)
         for column in features:
             if column not in columns:
-                raise DatasetError(f"data.feature_columns: no column {column!r} in {path}")
+                raise DatasetError(f"data.feature_columns: no column {column!r} in {source}")
             if column in reserved:
                 raise DatasetError(
-                    f"data.feature_columns: {column!r} is the label, group or id column"
+                    f"data.feature_columns: {column!r} is the label, group, id or split column"
                 )
     if not features:
-        raise DatasetError(f"data.feature_columns: {path} has no feature columns")
+        raise DatasetError(f"data.feature_columns: {source} has no feature columns")
     if categorical_columns is None:
         categorical = []
         for column in features:
@@ -117,7 +164,7 @@ def load_table(
             bad = _not_numbers(frame[column])
             if frame[column].notna().sum() - len(bad) > len(bad):  # mostly numbers: a bad cell
                 raise DatasetError(
-                    f"data.path: column {column!r} of {path} holds numbers but row "
+                    f"data.path: column {column!r} of {source} holds numbers but row "
                     f"{bad.index[0]} is {bad.iloc[0]!r} ({len(bad)} such cell(s)); fix the "
                     "file, or list the column in data.categorical_columns"
                 )
@@ -147,23 +194,67 @@ def load_table(
         labels=frame[label_column].to_numpy(object, na_value=None),
         groups=None if group_column is None else frame[group_column].astype(str).to_numpy(),
         rows=np.arange(n),
-        origin=np.full(n, "train", object),
+        origin=origin,
     )
+
+
+def _split_origin(column, source: str) -> np.ndarray:
+    """Each row's split from ``data.split_column`` (``val`` is read as validation)."""
+    names = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
+    cells = [str(v).strip().lower() if v is not None else "" for v in column.tolist()]
+    bad = [(i, c) for i, c in enumerate(cells) if c not in names]
+    if bad:
+        row, value = bad[0]
+        raise DatasetError(
+            f"data.split_column: row {row} of {source} says {value!r} ({len(bad)} such "
+            "row(s)); expected train, validation or test"
+        )
+    origin = np.array([names[c] for c in cells], object)
+    if not (origin == "train").any():
+        raise DatasetError(f"data.split_column: no row of {source} is in the train split")
+    return origin
 
 
 def _read_frame(path: Path):
     import pandas as pd  # only file sources need pandas
 
     try:
-        if path.suffix.lower() == ".csv":
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
             return pd.read_csv(path, skipinitialspace=True)
+        if suffix == ".npy":
+            return _npy_frame(path)
         return pd.read_parquet(path)
     except FileNotFoundError:
         raise DatasetError(f"data.path: {path} does not exist") from None
+    except DatasetError:
+        raise
     except Exception as err:  # noqa: BLE001 - pandas/pyarrow raise many types; all are fatal
         raise DatasetError(
             f"data.path: {path} cannot be read ({type(err).__name__}: {err})"
         ) from None
+
+
+def _npy_frame(path: Path):
+    """A structured ``.npy`` array (named fields: the columns) as a DataFrame, no pickle."""
+    import pandas as pd
+
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise DatasetError(
+                f"data.path: {path} holds an object array, which only pickle can load, and "
+                "jaxtrain never unpickles; save numbers or fixed-width text"
+            ) from None
+        raise
+    if array.dtype.names is None:
+        raise DatasetError(
+            f"data.path: {path} is a plain {array.dtype} array of shape {array.shape}, without "
+            "column names or labels: save a structured array (named columns, one of them the "
+            "label_column), or inputs and labels together with numpy.savez (a .npz data.path)"
+        )
+    return pd.DataFrame({name: array[name] for name in array.dtype.names})
 
 
 def _is_numeric(series) -> bool:

@@ -2,7 +2,10 @@
 
 Flax modules (MLP, CNN, ResNet, linear/logistic, Transformer LM, ViT) are called as
 ``model.apply(variables, x, train=...)`` and trained by the gradient loop; decision trees and
-forests are array-backed pytrees with their own pure, jittable ``fit``/``predict``.
+forests are array-backed pytrees with their own pure, jittable ``fit``/``predict``. A name
+that is not built in is a family of :mod:`jaxtrain.registry` (registered in Python, an import
+path or an installed package's entry point): its builder makes a Flax linen or NNX module,
+trained through the same step (see :mod:`jaxtrain.models.adapters`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxtrain import registry
 from jaxtrain.config import (
     CNNConfig,
     LinearConfig,
@@ -21,6 +25,7 @@ from jaxtrain.config import (
     TransformerLMConfig,
     ViTConfig,
 )
+from jaxtrain.models.adapters import LinenModel, NNXModel, as_model
 from jaxtrain.models.cnn import CNN
 from jaxtrain.models.linear import Linear, fit_least_squares, l2_penalty
 from jaxtrain.models.mlp import MLP
@@ -111,8 +116,10 @@ TASKS_OF: dict[str, tuple[str, ...]] = {
     "random_forest": ("classification", "regression"),
 }
 
-# Models that need a particular example rank (images: [height, width, channels]).
-INPUT_RANKS: dict[str, int] = {"cnn": 3, "resnet": 3, "vit": 3}
+# Models that need a particular example rank (images: [height, width, channels]; the CNN
+# also convolves sequences [length] or [length, channels] in 1-D).
+INPUT_RANKS: dict[str, tuple[int, ...]] = {"cnn": (1, 2, 3), "resnet": (3,), "vit": (3,)}
+SHAPES = {1: "length", 2: "length, channels", 3: "height, width, channels"}
 
 
 def is_fitted(config: Any) -> bool:
@@ -125,18 +132,22 @@ def is_fitted(config: Any) -> bool:
 
 def check_model_fits_data(config: Any, data: Any) -> None:
     """Raise ValueError (naming the config key) if model ``config`` cannot learn ``data``."""
-    tasks = TASKS_OF[config.name]
+    if config.name in TASKS_OF:
+        tasks, ranks = TASKS_OF[config.name], INPUT_RANKS.get(config.name)
+    else:
+        spec = registry.resolve("model", config.name).spec
+        tasks, ranks = spec.tasks, spec.input_ranks
     if data.task not in tasks:
         hint = "transformer_lm" if data.task == "language_model" else "e.g. mlp"
         raise ValueError(
             f"model.name: {config.name} does not do {data.task} (it does "
             f"{' or '.join(tasks)}); use model.name={hint}"
         )
-    rank = INPUT_RANKS.get(config.name)
-    if rank is not None and len(data.input_shape) != rank:
+    if ranks is not None and len(data.input_shape) not in ranks:
+        shapes = " or ".join(f"rank {r} ({SHAPES.get(r, 'any')})" for r in ranks)
         raise ValueError(
-            f"model.name: {config.name} needs examples of rank {rank} (height, width, channels),"
-            f" but the data's examples have shape {tuple(data.input_shape)}; use model.name=mlp"
+            f"model.name: {config.name} needs examples of {shapes}, but the data's examples "
+            f"have shape {tuple(data.input_shape)}; use model.name=mlp"
         )
     if config.name == "linear" and config.solver == "closed_form" and data.task != "regression":
         raise ValueError(
@@ -157,16 +168,33 @@ def build_model(
     num_outputs: int,
     input_shape: tuple[int, ...] = (),
     axis_name: str | None = None,
-) -> nn.Module:
-    """The Flax module named by ``config.name`` with ``num_outputs`` outputs (classes, targets
-    or vocabulary) for examples shaped ``input_shape`` (the LM reads its context length from
-    it); called as ``model.apply(vars, x, train=...)``. ``axis_name``: the ``pmap`` axis over
-    which BatchNorm (CNN, ResNet) averages its batch statistics; other families ignore it."""
+) -> Any:
+    """The model named by ``config.name`` with ``num_outputs`` outputs (classes, targets or
+    vocabulary) for examples shaped ``input_shape`` (the LM reads its context length from
+    it). Built-ins are Flax linen modules, called as ``model.apply(vars, x, train=...)``; a
+    registered family gives what its builder makes (a linen module, or an
+    :class:`~jaxtrain.models.adapters.NNXModel` for an NNX builder, initialised from the run's
+    seed). ``axis_name``: the ``pmap`` axis over which BatchNorm (CNN, ResNet, a linen module
+    with an ``axis_name`` field) averages its batch statistics; other families ignore it."""
     if config.name in TREE_MODELS:
         raise ValueError(f"model.name: {config.name} is fitted, not built as a Flax module")
-    model = MODELS[config.name](config, num_outputs, tuple(input_shape))
-    if axis_name is not None and hasattr(model, "axis_name"):
+    if config.name in MODELS:
+        model = MODELS[config.name](config, num_outputs, tuple(input_shape))
+    else:
+        model = _build_registered(config, num_outputs, tuple(input_shape))
+    if axis_name is not None and isinstance(model, nn.Module) and hasattr(model, "axis_name"):
         model = model.clone(axis_name=axis_name)
+    return model
+
+
+def _build_registered(config: Any, num_outputs: int, input_shape: tuple[int, ...]) -> Any:
+    spec = registry.resolve("model", config.name).spec
+    if spec.nnx:
+        return NNXModel.from_factory(
+            lambda rngs: spec.builder(config, num_outputs, input_shape, rngs)
+        )
+    model = spec.builder(config, num_outputs, input_shape)
+    as_model(model)  # a clear TypeError now for something that is not a Flax module
     return model
 
 
@@ -181,6 +209,8 @@ def build_penalty(config: Any) -> Callable[[Any], Any] | None:
 __all__ = [
     "CNN",
     "INPUT_RANKS",
+    "LinenModel",
+    "NNXModel",
     "MLP",
     "MODELS",
     "TREE_MODELS",
@@ -188,6 +218,7 @@ __all__ = [
     "ResNet",
     "TransformerLM",
     "ViT",
+    "as_model",
     "build_model",
     "build_penalty",
     "check_model_fits_data",

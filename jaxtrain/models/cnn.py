@@ -1,4 +1,4 @@
-"""A small convolutional network for small images (8x8 to 32x32)."""
+"""A small convolutional network for small images (8x8 to 32x32) and sequences (signals)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import jax
 
 
 class CNN(nn.Module):
-    """Conv blocks ``conv -> [batch norm] -> relu -> 2x2 max-pool`` then ``dense -> logits``.
+    """Conv blocks ``conv -> [batch norm] -> relu -> max-pool`` then ``dense -> logits``.
 
-    Input ``x: f32[batch, height, width, channels]``; output ``f32[batch, num_classes]``.
-    Pooling is skipped once the feature map is smaller than 2x2. With ``batch_norm`` the
-    running statistics live in the ``batch_stats`` collection (updated when ``train``); with
+    Input ``x`` is a batch of images ``f32[batch, height, width, channels]`` (2-D convolutions
+    ``kernel_size x kernel_size``, 2x2 pooling) or of sequences ``f32[batch, length,
+    channels]`` or ``f32[batch, length]`` (one channel): 1-D convolutions of width
+    ``kernel_size`` along the length, pooling by 2. Output ``f32[batch, num_classes]``.
+    Pooling is skipped once a spatial axis is shorter than 2. With ``batch_norm`` the running
+    statistics live in the ``batch_stats`` collection (updated when ``train``); with
     ``axis_name`` (under ``pmap``) the batch statistics are averaged over that device axis.
     """
 
@@ -27,19 +30,24 @@ class CNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        if x.ndim != 4:
-            raise ValueError(f"CNN expects images [batch, height, width, channels], got {x.shape}")
-        for width in self.features:
-            x = nn.Conv(width, (self.kernel_size, self.kernel_size), use_bias=not self.batch_norm)(
-                x
+        if x.ndim == 2:  # sequences of one channel
+            x = x[..., None]
+        if x.ndim not in (3, 4):
+            raise ValueError(
+                "CNN expects images [batch, height, width, channels] or sequences [batch, "
+                f"length(, channels)], got {x.shape}"
             )
+        spatial = x.ndim - 2  # 1: sequences, 2: images
+        for width in self.features:
+            kernel = (self.kernel_size,) * spatial
+            x = nn.Conv(width, kernel, use_bias=not self.batch_norm)(x)
             if self.batch_norm:
                 x = nn.BatchNorm(
                     use_running_average=not train, momentum=0.9, axis_name=self.axis_name
                 )(x)
             x = nn.relu(x)
-            if x.shape[1] >= 2 and x.shape[2] >= 2:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            if all(size >= 2 for size in x.shape[1:-1]):
+                x = nn.max_pool(x, (2,) * spatial, strides=(2,) * spatial)
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(nn.Dense(self.dense)(x))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -63,13 +63,17 @@ def logical_axes(
     A wrapper that is not a Flax module but holds one as ``base`` (transfer learning's LoRA
     and frozen-parameter models) is looked through: its base's parameters keep their paths
     in the wrapper's tree, and what it adds (LoRA's adapters) is unannotated."""
+    from jaxtrain.models.adapters import LinenModel
+
     while not isinstance(model, nn.Module) and hasattr(model, "base"):
         model = model.base
+    if not isinstance(model, nn.Module):
+        return {}  # an NNX model: no logical annotations, every parameter by FSDP's fallback
     integer = jnp.issubdtype(jnp.dtype(input_dtype), jnp.integer)
     dummy = jax.ShapeDtypeStruct((1, *input_shape), jnp.int32 if integer else jnp.float32)
 
-    def init(x):
-        return model.init({"params": jax.random.key(0)}, x, train=False)["params"]
+    def init(x):  # train=/deterministic= only when the module takes it (a user's module)
+        return LinenModel(model).init(jax.random.key(0), x)[0]
 
     with _collecting():
         boxed = jax.eval_shape(init, dummy)

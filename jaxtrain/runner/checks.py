@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from jaxtrain import registry
 from jaxtrain.config import Config, ConfigError, dump_config, load_config
 from jaxtrain.runner.run_dirs import CONFIG_FILE, stored_stats
 
@@ -20,7 +21,8 @@ def checked_data(config: Config, source: str | Path, stats: dict | None = None):
     from jaxtrain.train.tasks import resolve_monitor, task_for
 
     try:
-        if config.data.path is None:
+        registered = config.data.path is None and registry.find("dataset", config.data.name)
+        if config.data.path is None and not registered:
             check_available(config.data.name, config.data.data_dir)
         data = prepare_data(config.data, _source_normalizer(config, stats), stats=stats)
         check_model_fits_data(config.model, data)

@@ -1,5 +1,6 @@
 """Vmapped hyperparameter sweeps: a whole search as one XLA program per group of shapes."""
 
+from jaxtrain.sweep.custom import PopulationResult, grid, train_population, vmap_sweep
 from jaxtrain.sweep.population import (
     init_population,
     make_population_eval,
@@ -13,11 +14,15 @@ from jaxtrain.sweep.space import Group, Member, expand
 __all__ = [
     "Group",
     "Member",
+    "PopulationResult",
     "expand",
+    "grid",
     "init_population",
     "make_population_eval",
     "make_population_train",
     "member_mesh",
     "run_sweep",
+    "train_population",
+    "vmap_sweep",
     "with_hyperparams",
 ]

@@ -18,6 +18,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxtrain.data import ArraySplit, eval_batches, train_batches
+from jaxtrain.train.optim import find_hyperparams, replace_hyperparams
 from jaxtrain.train.scan import scan_steps
 from jaxtrain.train.state import TrainState, make_init
 
@@ -49,19 +50,17 @@ def population_init(
 
 
 def hyperparams(state: TrainState) -> dict[str, jax.Array]:
-    """The optimizer-state settings ``{name: f32[K]}`` (see ``jaxtrain.train.optim``)."""
-    return dict(state.opt_state.hyperparams)
+    """The optimizer-state settings ``{name: f32[K]}`` (see ``jaxtrain.train.optim``; a plain
+    optax optimizer's are those ``optax.inject_hyperparams`` exposes, else none)."""
+    return find_hyperparams(state.opt_state) or {}
 
 
 def with_hyperparams(state: TrainState, values: dict[str, Any]) -> TrainState:
-    """``state`` with optimizer-state entries replaced by per-member ``values`` f32[K]."""
-    opt_state = state.opt_state
-    merged = dict(opt_state.hyperparams)
-    for name, value in values.items():
-        if name not in merged:
-            raise KeyError(f"the optimizer has no hyperparameter {name!r} ({sorted(merged)})")
-        merged[name] = jnp.asarray(value, merged[name].dtype).reshape(merged[name].shape)
-    return state.replace(opt_state=opt_state._replace(hyperparams=merged))
+    """``state`` with optimizer-state entries replaced by per-member ``values`` f32[K], named
+    as the state names them (``learning_rate`` is the peak of jaxtrain's own optimizers; an
+    ``optax.inject_hyperparams`` state's own names otherwise). ValueError for a name the state
+    does not have."""
+    return state.replace(opt_state=replace_hyperparams(state.opt_state, values))
 
 
 def take(tree: Any, indices: Sequence[int] | np.ndarray) -> Any:

@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from jaxtrain import registry
 from jaxtrain.config import Config, ConfigError, config_to_dict, validate
 from jaxtrain.config.members import member_raw
 from jaxtrain.config.sweep import Axis, Choice, SweepConfig, choices_of
 
-# Swept keys that vary inside one program, and the optimizer-state entry each one sets.
+# Swept keys of the built-in optimizers that vary inside one program, and the optimizer-state
+# entry each one sets (a registered optimizer's: :func:`state_entries`).
 HYPERPARAMS = {
     "optimizer.learning_rate": "peak_learning_rate",
     "optimizer.weight_decay": "weight_decay",
@@ -54,13 +56,18 @@ class Group:
         return self.members[0].config
 
 
+def state_entries(config: Config) -> dict[str, str]:
+    """``{swept key: optimizer-state entry}`` for every optimizer setting of ``config`` that
+    lives in the optimizer state (built-in or registered optimizers: ``optimizer.learning_rate``
+    sets the peak, ``optimizer.b1`` sets ``b1`` ...; clipping only when it is on, since
+    switching it on or off changes the program)."""
+    entries = registry.optimizer_hyperparams(config.optimizer)
+    return {f"optimizer.{key}": name for key, name in entries.items()}
+
+
 def vmappable(key: str, config: Config) -> bool:
     """Whether ``key`` can differ between members of one program under ``config``."""
-    if key in SEEDS:
-        return True
-    if key == "optimizer.grad_clip_norm":  # clipping on/off changes the program
-        return getattr(config.optimizer, "grad_clip_norm", None) is not None
-    return key in HYPERPARAMS
+    return key in SEEDS or key in state_entries(config)
 
 
 def draw(sweep: SweepConfig) -> list[dict[str, Any]]:
@@ -148,8 +155,8 @@ def hyperparams_of(members: tuple[Member, ...]) -> dict[str, np.ndarray]:
     columns: dict[str, list[float]] = {}
     for member in members:
         optimizer = member.config.optimizer
-        for key, name in HYPERPARAMS.items():
+        for key, name in state_entries(member.config).items():
             value = getattr(optimizer, key.split(".")[1], None)
-            if value is not None and vmappable(key, member.config):
+            if value is not None:
                 columns.setdefault(name, []).append(float(value))
     return {name: np.asarray(values, np.float32) for name, values in columns.items()}

@@ -5,6 +5,13 @@ learning rate (``peak_learning_rate``), ``weight_decay``, ``b1``/``b2``/``eps`` 
 ``momentum``, ``grad_clip_norm``. The schedule is a fixed shape applied to the peak each
 step, and ``hyperparams["learning_rate"]`` reports the value the last update used. A state
 with a leading population axis therefore trains a different setting per member (sweeps).
+
+A registered or import-path optimizer (``optimizer.name: optax:adamw``) is wrapped the same
+way: its learning rate becomes the peak of the ``schedule:`` key, its float settings state
+entries under their own names. A ready ``optax.GradientTransformation`` (given to
+:func:`jaxtrain.fit`) is used as it is: :func:`find_hyperparams` and
+:func:`replace_hyperparams` then read and set what ``optax.inject_hyperparams`` exposes, under
+optax's names, wherever it sits in the state (inside ``optax.chain`` too).
 """
 
 from __future__ import annotations
@@ -16,9 +23,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxtrain.config import AdamConfig, AdamWConfig, ScheduleConfig, SGDConfig
+from jaxtrain import registry
+from jaxtrain.config import ScheduleConfig
 
-PEAK = "peak_learning_rate"
+PEAK = registry.PEAK  # "peak_learning_rate"
 ScheduleShape = Callable[[jax.Array, jax.Array], jax.Array]  # (peak, count) -> learning rate
 
 
@@ -112,7 +120,7 @@ def _clip(max_norm):
 
 
 def build_optimizer(
-    config: AdamConfig | AdamWConfig | SGDConfig,
+    config: Any,
     total_steps: int,
     wrap: Callable[[optax.GradientTransformation], optax.GradientTransformation] | None = None,
 ) -> optax.GradientTransformation:
@@ -120,9 +128,12 @@ def build_optimizer(
     ``hyperparams`` holds ``peak_learning_rate`` (= ``config.learning_rate``), the current
     ``learning_rate`` (the schedule's value), ``weight_decay`` and the rest.
 
-    ``wrap`` transforms the inner optimizer (inside the hyperparameter state, so
-    ``hyperparams`` stays on top): transfer learning uses it to keep no state for frozen
-    parameters, scale learning rates per layer and gate gradual unfreezing.
+    ``config`` is a built-in section (adam, adamw, sgd) or one of a registered / import-path
+    optimizer (its float settings in the state under their own names; the ready
+    transformation of ``optimizer.name: given`` as it is). ``wrap`` transforms the inner
+    optimizer (inside the hyperparameter state, so ``hyperparams`` stays on top): transfer
+    learning uses it to keep no state for frozen parameters, scale learning rates per layer
+    and gate gradual unfreezing.
     """
 
     def shape(peak: jax.Array, count: jax.Array) -> jax.Array:
@@ -131,6 +142,8 @@ def build_optimizer(
     def wrapped(factory):
         return factory if wrap is None else (lambda **kwargs: wrap(factory(**kwargs)))
 
+    if config.name not in registry.BUILTIN_OPTIMIZERS:
+        return _build_registered(config, total_steps, wrap)
     numeric = {PEAK: config.learning_rate, "weight_decay": config.weight_decay}
     if config.grad_clip_norm is not None:
         numeric["grad_clip_norm"] = config.grad_clip_norm
@@ -143,9 +156,121 @@ def build_optimizer(
     return inject_hyperparams(wrapped(factory), shape)(**numeric)
 
 
-def scale_learning_rate(opt_state: HyperparamsState, factor: float) -> HyperparamsState:
-    """The same optimizer state with its peak learning rate multiplied by ``factor`` (the
-    schedule's shape is kept, so every later step's rate scales too)."""
-    hyperparams = dict(opt_state.hyperparams)
-    hyperparams[PEAK] = (hyperparams[PEAK] * factor).astype(hyperparams[PEAK].dtype)
-    return opt_state._replace(hyperparams=hyperparams)
+def _build_registered(config: Any, total_steps: int, wrap) -> optax.GradientTransformation:
+    """A registered / import-path optimizer: ``factory(learning_rate=..., **settings)`` with its
+    float settings in the state and the learning rate shaped by ``config.schedule`` (constant
+    without one)."""
+    family = registry.resolve("optimizer", config.name)
+    if family.spec.transformation is not None:
+        return family.spec.transformation if wrap is None else wrap(family.spec.transformation)
+    settings = family.settings(config)
+    schedule = settings.pop("schedule", None) or ScheduleConfig()
+    numeric = {PEAK: settings.pop("learning_rate")}
+    numeric.update({k: settings.pop(k) for k in family.floats if k in settings})
+
+    def shape(peak: jax.Array, count: jax.Array) -> jax.Array:
+        return build_schedule(peak, schedule, total_steps)(count)
+
+    factory = family.spec.factory
+    if wrap is not None:
+        inner = factory
+
+        def factory(**kwargs):
+            return wrap(inner(**kwargs))
+
+    return inject_hyperparams(factory, shape, settings)(**numeric)
+
+
+# --- hyperparameters in any optimizer state --------------------------------------------------
+
+
+def find_hyperparams(opt_state: Any) -> dict[str, jax.Array] | None:
+    """The first ``hyperparams`` dict in ``opt_state`` (jaxtrain's optimizers and
+    ``optax.inject_hyperparams`` keep one, possibly inside ``optax.chain``); None without."""
+    found = []
+
+    def visit(node):
+        if found:
+            return node
+        hyperparams = getattr(node, "hyperparams", None)
+        if isinstance(hyperparams, dict):
+            found.append(dict(hyperparams))
+        return node
+
+    _rebuild(opt_state, visit)
+    return found[0] if found else None
+
+
+def replace_hyperparams(opt_state: Any, values: dict[str, Any]) -> Any:
+    """``opt_state`` with hyperparameters set to ``values`` (arrays broadcast to the stored
+    shapes and dtypes): the names as the state has them (``learning_rate`` means
+    ``peak_learning_rate`` for jaxtrain's own optimizers, whose ``learning_rate`` is the
+    schedule's output). Raises ValueError naming what the state offers."""
+    if not values:
+        return opt_state
+    available = find_hyperparams(opt_state)
+    if available is None:
+        raise ValueError(
+            "the optimizer keeps no hyperparameters in its state; build it with "
+            "optax.inject_hyperparams (optax.inject_hyperparams(optax.adamw)(learning_rate=3e-3))"
+            " to set or sweep them"
+        )
+    alias = {"learning_rate": PEAK} if PEAK in available else {}
+    names = {alias.get(k, k): v for k, v in values.items()}
+    unknown = sorted(set(names) - set(available))
+    if unknown:
+        offered = sorted(k for k in available if not (k == "learning_rate" and PEAK in available))
+        raise ValueError(
+            f"the optimizer has no hyperparameter {unknown[0]!r} in its state (it has: "
+            f"{', '.join(offered)})"
+        )
+    done = []
+
+    def visit(node):
+        hyperparams = getattr(node, "hyperparams", None)
+        if done or not isinstance(hyperparams, dict):
+            return node
+        done.append(True)
+        scheduled = set(getattr(node, "hyperparams_states", None) or ())
+        merged = dict(hyperparams)
+        for name, value in names.items():
+            if name in scheduled:
+                raise ValueError(
+                    f"the optimizer's {name} follows a schedule inside "
+                    "optax.inject_hyperparams; it cannot be set from outside"
+                )
+            old = merged[name]
+            merged[name] = jnp.asarray(value, old.dtype).reshape(jnp.shape(old))
+        return node._replace(hyperparams=merged)
+
+    return _rebuild(opt_state, visit)
+
+
+def _rebuild(node: Any, visit: Callable[[Any], Any]) -> Any:
+    """``node`` with ``visit`` applied to every state that has ``hyperparams`` (depth first,
+    in order); tuples, named tuples and lists are rebuilt around the results."""
+    if isinstance(getattr(node, "hyperparams", None), dict):
+        return visit(node)
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        return type(node)(*(_rebuild(child, visit) for child in node))
+    if isinstance(node, tuple | list):
+        return type(node)(_rebuild(child, visit) for child in node)
+    if isinstance(node, dict):  # optax.multi_transform keeps its inner states by label
+        return {key: _rebuild(child, visit) for key, child in node.items()}
+    return node
+
+
+def scale_learning_rate(opt_state: Any, factor: float) -> Any:
+    """The same optimizer state with its learning rate multiplied by ``factor``: jaxtrain's
+    peak (the schedule's shape is kept, so every later step's rate scales too), or the
+    ``learning_rate`` of an ``optax.inject_hyperparams`` state. Raises ValueError when the
+    state keeps no learning rate that can be scaled (a plain optax transformation)."""
+    hyperparams = find_hyperparams(opt_state)
+    name = PEAK if hyperparams and PEAK in hyperparams else "learning_rate"
+    if hyperparams is None or name not in hyperparams:
+        raise ValueError(
+            "the optimizer keeps its learning rate to itself, so it cannot be scaled; build it "
+            "with optax.inject_hyperparams or name it in the config"
+        )
+    value = hyperparams[name]
+    return replace_hyperparams(opt_state, {name: (value * factor).astype(value.dtype)})

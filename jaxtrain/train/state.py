@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+
+from jaxtrain.models.adapters import as_model
 
 
 @struct.dataclass
@@ -26,7 +27,7 @@ class TrainState:
 
 
 def make_init(
-    model: nn.Module,
+    model: Any,
     tx: optax.GradientTransformation,
     input_shape: Sequence[int],
     input_dtype: Any = jnp.float32,
@@ -34,20 +35,24 @@ def make_init(
     """``init(seed_key) -> TrainState``, pure: parameters for inputs
     ``input_dtype[batch, *input_shape]`` (float inputs initialise as float32, integer ones,
     e.g. tokens, as int32). The key for dropout is split off the initialisation key so the
-    two never share randomness. Vmap it over keys for a population."""
+    two never share randomness. Vmap it over keys for a population.
+
+    ``model``: a Flax linen or NNX module, or a :class:`jaxtrain.models.adapters.Model` (an
+    NNX module instance keeps its own parameters whatever the key; an NNX module made by a
+    factory initialises from the key)."""
     integer = jnp.issubdtype(jnp.dtype(input_dtype), jnp.integer)
     dtype = jnp.int32 if integer else jnp.float32
+    adapter = as_model(model)
 
     def init(seed_key: jax.Array) -> TrainState:
         init_key, step_key = jax.random.split(seed_key)
         dummy = jnp.zeros((1, *input_shape), dtype)
-        variables = dict(model.init({"params": init_key}, dummy, train=False))
-        params = variables.pop("params")
+        params, model_state = adapter.init(init_key, dummy)
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             opt_state=tx.init(params),
-            model_state=variables,
+            model_state=model_state,
             rng=step_key,
         )
 
@@ -55,7 +60,7 @@ def make_init(
 
 
 def create_train_state(
-    model: nn.Module,
+    model: Any,
     tx: optax.GradientTransformation,
     input_shape: Sequence[int],
     seed: int,

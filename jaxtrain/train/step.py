@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from jaxtrain.models.adapters import as_model
 from jaxtrain.train.state import TrainState
 from jaxtrain.train.tasks import Task, classification
 
@@ -18,16 +18,12 @@ Metrics = dict[str, jax.Array]
 Penalty = Callable[[object], jax.Array]
 
 
-def apply_model(model: nn.Module, state: TrainState, params, inputs, *, train: bool, rng=None):
-    """Run the model; returns (outputs, new model_state). model_state is updated only in train."""
-    variables = {"params": params, **state.model_state}
-    rngs = {"dropout": rng} if rng is not None else None
-    if train and state.model_state:
-        outputs, updates = model.apply(
-            variables, inputs, train=True, rngs=rngs, mutable=list(state.model_state)
-        )
-        return outputs, dict(updates)
-    return model.apply(variables, inputs, train=train, rngs=rngs), state.model_state
+def apply_model(model, state: TrainState, params, inputs, *, train: bool, rng=None):
+    """Run the model; returns (outputs, new model_state). model_state is updated only in train.
+
+    ``model`` is a Flax linen module, an NNX module or any :class:`jaxtrain.models.adapters.Model`
+    (see :func:`jaxtrain.models.adapters.as_model`)."""
+    return as_model(model).apply(params, state.model_state, inputs, train=train, rng=rng)
 
 
 def weighted_mean(losses: jax.Array, weights: jax.Array | None) -> jax.Array:
@@ -43,7 +39,7 @@ def cast_floating(tree, dtype):
     )
 
 
-def make_loss_fn(model: nn.Module, task: Task, penalty: Penalty | None = None, compute_dtype=None):
+def make_loss_fn(model, task: Task, penalty: Penalty | None = None, compute_dtype=None):
     """``loss_fn(params, state, batch, rng) -> (loss, (outputs, model_state))``, differentiable
     in ``params``: the task's mean (optionally ``batch["weights"]``-weighted) loss plus
     ``penalty(params)``.
@@ -68,7 +64,7 @@ def make_loss_fn(model: nn.Module, task: Task, penalty: Penalty | None = None, c
 
 
 def make_train_step(
-    model: nn.Module,
+    model,
     tx: optax.GradientTransformation,
     task: Task | None = None,
     penalty: Penalty | None = None,
@@ -284,7 +280,7 @@ def _accumulated(loss_fn, micro_batches: int):
     return loss_and_grad
 
 
-def make_eval_step(model: nn.Module, task: Task | int) -> Callable[[TrainState, Batch], Metrics]:
+def make_eval_step(model, task: Task | int) -> Callable[[TrainState, Batch], Metrics]:
     """``eval_step(state, batch) -> sums`` for one padded batch (``mask`` bool[b] marks real rows).
 
     Returns the task's additive sums (classification: ``loss_sum`` f32[], ``count`` i32[],
