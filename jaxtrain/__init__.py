@@ -66,7 +66,6 @@ _EXPORTS = {
     "stop_at_step": "jaxtrain.train",
     "stop_on_signals": "jaxtrain.train",
     "stratified_split": "jaxtrain.data",
-    "train": "jaxtrain.runner",
     "train_and_evaluate": "jaxtrain.train",
     "train_batches": "jaxtrain.data",
     "TrainState": "jaxtrain.train",

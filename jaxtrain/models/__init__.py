@@ -168,6 +168,7 @@ def build_model(
     num_outputs: int,
     input_shape: tuple[int, ...] = (),
     axis_name: str | None = None,
+    dtype: Any = None,
 ) -> Any:
     """The model named by ``config.name`` with ``num_outputs`` outputs (classes, targets or
     vocabulary) for examples shaped ``input_shape`` (the LM reads its context length from
@@ -175,7 +176,11 @@ def build_model(
     registered family gives what its builder makes (a linen module, or an
     :class:`~jaxtrain.models.adapters.NNXModel` for an NNX builder, initialised from the run's
     seed). ``axis_name``: the ``pmap`` axis over which BatchNorm (CNN, ResNet, a linen module
-    with an ``axis_name`` field) averages its batch statistics; other families ignore it."""
+    with an ``axis_name`` field) averages its batch statistics; other families ignore it.
+    ``dtype``: the compute dtype of ``train.precision`` for modules with a ``dtype`` field
+    (CNN, ResNet, ViT, Transformer LM): their convolutions, dense layers and BatchNorm compute
+    in it (parameters stay float32), so BatchNorm's float32 statistics do not promote the
+    rest of the network back to float32."""
     if config.name in TREE_MODELS:
         raise ValueError(f"model.name: {config.name} is fitted, not built as a Flax module")
     if config.name in MODELS:
@@ -184,6 +189,8 @@ def build_model(
         model = _build_registered(config, num_outputs, tuple(input_shape))
     if axis_name is not None and isinstance(model, nn.Module) and hasattr(model, "axis_name"):
         model = model.clone(axis_name=axis_name)
+    if dtype is not None and isinstance(model, nn.Module) and hasattr(model, "dtype"):
+        model = model.clone(dtype=dtype)
     return model
 
 

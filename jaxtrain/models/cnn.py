@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -27,6 +28,7 @@ class CNN(nn.Module):
     dropout: float = 0.0
     batch_norm: bool = False
     axis_name: str | None = None
+    dtype: Any = None  # the compute dtype (train.precision); parameters stay float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -40,15 +42,18 @@ class CNN(nn.Module):
         spatial = x.ndim - 2  # 1: sequences, 2: images
         for width in self.features:
             kernel = (self.kernel_size,) * spatial
-            x = nn.Conv(width, kernel, use_bias=not self.batch_norm)(x)
+            x = nn.Conv(width, kernel, use_bias=not self.batch_norm, dtype=self.dtype)(x)
             if self.batch_norm:
                 x = nn.BatchNorm(
-                    use_running_average=not train, momentum=0.9, axis_name=self.axis_name
+                    use_running_average=not train,
+                    momentum=0.9,
+                    axis_name=self.axis_name,
+                    dtype=self.dtype,
                 )(x)
             x = nn.relu(x)
             if all(size >= 2 for size in x.shape[1:-1]):
                 x = nn.max_pool(x, (2,) * spatial, strides=(2,) * spatial)
         x = x.reshape((x.shape[0], -1))
-        x = nn.relu(nn.Dense(self.dense)(x))
+        x = nn.relu(nn.Dense(self.dense, dtype=self.dtype)(x))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(self.num_classes)(x)
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x)

@@ -32,7 +32,7 @@ from jaxtrain.sweep.best import save_best
 from jaxtrain.sweep.build import BuiltGroup, build_group, initial_population, monitor_of
 from jaxtrain.sweep.pbt import exploit_explore
 from jaxtrain.sweep.results import write_results
-from jaxtrain.sweep.space import HYPERPARAMS, Group, expand, vmappable
+from jaxtrain.sweep.space import Group, expand, state_entries, vmappable
 from jaxtrain.train.evaluate import scalars
 from jaxtrain.train.periodic import Every, Halt, run_periodic
 from jaxtrain.train.pieces import build_step
@@ -399,10 +399,11 @@ def _train_group(
         points, [r * built.steps_per_epoch for r in (sweep.halving.rungs if sweep.halving else ())]
     )
     pbt_every = sweep.pbt.every * built.steps_per_epoch if sweep.pbt else None
+    entries = state_entries(group.config)  # built-in and registered optimizers alike
     swept = [  # PBT explores the settings this group's members have (conditional axes)
-        HYPERPARAMS[k]
+        entries[k]
         for k in sweep.axes
-        if k in HYPERPARAMS
+        if k in entries
         and vmappable(k, group.config)
         and any(k in m.settings for m in group.members)
     ]

@@ -82,7 +82,8 @@ def build_pieces(
     train = data.splits["train"]
     total = total_steps(config, len(train))
     axis_name = AXIS if config.train.parallel == "pmap" else None  # BatchNorm syncs over it
-    model = build_model(config.model, data.num_outputs, data.input_shape, axis_name)
+    model = build_model(config.model, data.num_outputs, data.input_shape, axis_name,
+                        COMPUTE_DTYPES[config.train.precision])  # fmt: skip
     transfer = None
     if config.transfer is not None:
         steps_per_epoch = len(train) / config.data.batch_size
