@@ -57,6 +57,7 @@ def check_verb(config: Config, verb: str, source: object = "config") -> None:
                 f"{source}: transfer: jaxtrain {verb} does not start from pretrained weights "
                 "yet; use jaxtrain train (or set transfer=null)"
             )
+    _check_data_path(config, verb, source)
     if verb == "federated" and config.federated is not None:
         batch = config.federated.batch_size or config.data.batch_size
         if batch % train.micro_batches:
@@ -64,3 +65,38 @@ def check_verb(config: Config, verb: str, source: object = "config") -> None:
                 f"{source}: train.micro_batches: {train.micro_batches} does not divide the "
                 f"clients' batch of {batch} (federated.batch_size or data.batch_size)"
             )
+
+
+_DEFAULT_DATA = {"workers": 0, "prefetch": 2}
+_IN_DEVICE_MEMORY = {
+    "sweep": "a sweep trains its members from the training split held on the devices",
+    "federated": "clients train from their data held on the devices",
+}
+
+
+def _check_data_path(config: Config, verb: str, source: object) -> None:
+    """Streaming (``data.stream``), grain workers and prefetching, and host augmentation
+    (``train.augment.where: workers``) belong to the per-step input pipeline of ``train``:
+    refused where the data sits whole in device memory instead."""
+    data, fused = config.data, config.train.fused_epochs
+    reason = _IN_DEVICE_MEMORY.get(verb)
+    if reason is None and fused:
+        reason = "train.fused_epochs gathers batches on the device from the split held there"
+    if data.stream is True and (reason or verb == "learning-curve"):
+        why = reason or "a learning curve trains on subsets of the training split in memory"
+        raise ConfigError(
+            f"{source}: data.stream: true: jaxtrain {verb} cannot honour it ({why}); use "
+            "data.stream: auto (held in memory) or false"
+        )
+    if reason and config.train.augment.where == "workers":
+        raise ConfigError(
+            f"{source}: train.augment.where: workers: jaxtrain {verb} cannot honour it "
+            f"({reason}, no workers make its batches); use where: step"
+        )
+    if reason:
+        for key, default in _DEFAULT_DATA.items():
+            if getattr(data, key) != default:
+                raise ConfigError(
+                    f"{source}: data.{key}: jaxtrain {verb} cannot honour it ({reason}, "
+                    "no input pipeline runs); remove it"
+                )

@@ -206,6 +206,64 @@ class JaxtrainStdlibDocstrings(tfds.core.GeneratorBasedBuilder):
                 index += 1
 
 
+class JaxtrainSyntheticImages(tfds.core.GeneratorBasedBuilder):
+    """Random uint8 32x32x3 images with a label each, made locally in any number: the data
+    for measuring the streaming path (a dataset larger than memory) without a download.
+
+    Configs: ``small`` (2,048 train + 512 test images, ~8 MB), ``medium`` (50,000 + 10,000,
+    CIFAR-10's shape, ~190 MB) and ``3gb`` (1,000,000 + 10,000, ~3.1 GB on disk). Image
+    ``i`` is drawn from ``np.random.default_rng((split_seed, i))``; its label is the
+    channel whose mean is largest, plus 3 times the quadrant (top/bottom, left/right) whose
+    mean is largest, modulo 10: learnable, if not by much."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Random images, label from channel and quadrant means."}
+    BUILDER_CONFIGS = [
+        tfds.core.BuilderConfig(name="small", description="2,048 + 512 images"),
+        tfds.core.BuilderConfig(name="medium", description="50,000 + 10,000 images"),
+        tfds.core.BuilderConfig(name="3gb", description="1,000,000 + 10,000 images"),
+    ]
+    SIZES = {"small": (2048, 512), "medium": (50_000, 10_000), "3gb": (1_000_000, 10_000)}
+    SHAPE = (32, 32, 3)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Random uint8 images for input-pipeline measurements.",
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(shape=self.SHAPE, dtype=np.uint8),
+                    "label": tfds.features.ClassLabel(num_classes=10),
+                }
+            ),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
+        del dl_manager
+        train, test = self.SIZES[self.builder_config.name]
+        return {
+            "train": self._generate_examples(train, 0),
+            "test": self._generate_examples(test, 1),
+        }
+
+    def _generate_examples(self, count: int, split_seed: int) -> Iterator[tuple[int, dict]]:
+        block = 4096  # draw images a block at a time: one generator call per block
+        for start in range(0, count, block):
+            rng = np.random.default_rng((split_seed, start))
+            images = rng.integers(0, 256, (min(block, count - start), *self.SHAPE), np.uint8)
+            for offset, image in enumerate(images):
+                yield start + offset, {"image": image, "label": synthetic_label(image)}
+
+
+def synthetic_label(image: np.ndarray) -> int:
+    """The label of a synthetic image u8[32, 32, 3]: argmax channel mean + 3 * argmax quadrant
+    mean (quadrants in reading order), modulo 10."""
+    channel = int(np.argmax(image.reshape(-1, 3).mean(axis=0)))
+    quadrants = [image[r : r + 16, c : c + 16].mean() for r in (0, 16) for c in (0, 16)]
+    return (channel + 3 * int(np.argmax(quadrants))) % 10
+
+
 # The bundled datasets, by the name a config uses. One place, one dict.
 LOCAL_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "digits": JaxtrainDigits,
@@ -216,4 +274,5 @@ LOCAL_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "pydoc_text": JaxtrainPydocText,
     "stdlib_docstrings": JaxtrainStdlibDocstrings,
     "biased_credit": JaxtrainBiasedCredit,
+    "synthetic_images": JaxtrainSyntheticImages,  # configs: small, medium, 3gb
 }

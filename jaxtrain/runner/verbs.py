@@ -127,7 +127,7 @@ def federated_run(
         check_resumable(run_dir, overrides, FEDERATED_RESUMABLE, allowed)
         check_verb(load_config(run_dir / CONFIG_FILE, overrides), "federated", run_dir)
         with run_lock(run_dir):
-            config, data = resumed_config(run_dir, overrides)
+            config, data = resumed_config(run_dir, overrides, verb="federated")
             _check_calibrated_rounds(config, overrides)
             with stop_on_signals() as preemption:
                 return run_federated(
@@ -140,7 +140,7 @@ def federated_run(
         raise ConfigError(f"{config_path}: federated: the config has no federated section")
     check_verb(config, "federated", config_path)
     check_runs_dir(runs_dir)
-    data = checked_data(config, config_path)
+    data = checked_data(config, config_path, verb="federated")
     try:
         check_federated(config, data)
     except ValueError as err:
@@ -177,7 +177,7 @@ def sweep_run(
         run_dir = existing_run(resume)
         with run_lock(run_dir):
             config = load_config(run_dir / CONFIG_FILE)
-            checked_data(config, run_dir / CONFIG_FILE)
+            checked_data(config, run_dir / CONFIG_FILE, verb="sweep")
             return run_dir, run_sweep(config, run_dir, resume=True, progress=progress)
     if config_path is None:
         raise ConfigError("a config file is required (or --resume SWEEP_DIR)")
@@ -189,7 +189,7 @@ def sweep_run(
         for member in group.members:
             check_verb(member.config, "sweep", f"{config_path} (sweep member {member.index})")
     check_runs_dir(runs_dir)
-    run_dir = start_run(config, runs_dir, checked_data(config, config_path))
+    run_dir = start_run(config, runs_dir, checked_data(config, config_path, verb="sweep"))
     with run_lock(run_dir):
         return run_dir, run_sweep(config, run_dir, progress=progress)
 
@@ -251,7 +251,7 @@ def learning_curve_run(
     config = load_config(config_path, overrides)
     check_verb(config, "learning-curve", config_path)
     check_runs_dir(runs_dir)
-    data = checked_data(config, config_path)
+    data = checked_data(config, config_path, verb="learning-curve")
     smallest = round(min(fractions) * len(data.splits["train"]))
     if smallest < config.data.batch_size:
         raise DatasetError(
