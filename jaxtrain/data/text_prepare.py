@@ -96,3 +96,37 @@ def split_text(data, name: str) -> bytes:
             batch["labels"].astype(np.uint8).tobytes() for batch in split.chunks(raw=False)
         )
     return np.asarray(split.labels).astype(np.uint8).tobytes()
+
+
+def byte_counts(data, name: str) -> np.ndarray:
+    """i64[256]: how often each byte is a target in split ``name`` (chunked when streamed)."""
+    from jaxtrain.data.streaming import is_streamed
+
+    split, counts = data.splits[name], np.zeros(256, np.int64)
+    batches = split.chunks(raw=False) if is_streamed(split) else [{"labels": split.labels}]
+    for batch in batches:
+        counts += np.bincount(np.asarray(batch["labels"]).reshape(-1), minlength=256)
+    return counts
+
+
+def unigram_bits(train_counts: np.ndarray, eval_counts: np.ndarray) -> float:
+    """:func:`jaxtrain.data.text.unigram_bits_per_byte` from byte counts: the add-one unigram
+    model of the training bytes, its cross-entropy (bits per byte) on the evaluated bytes."""
+    p = (train_counts + 1.0) / (train_counts.sum() + 256.0)
+    return float(-(eval_counts * np.log2(p)).sum() / eval_counts.sum())
+
+
+XZ_CONTEXT_LIMIT = 32 * 2**20  # xz -9's dictionary is 64 MiB: train must fit to be "seen"
+
+
+def xz_bits_per_byte(held_out: bytes, context: bytes | None = None) -> float:
+    """Bits per byte xz (LZMA2, preset 9 extreme) spends on ``held_out``: alone, or given
+    ``context`` (the training text), as ``8 * (|xz(context + held_out)| - |xz(context)|) /
+    |held_out|`` — what a compressor that has read the training split pays for the rest."""
+    import lzma
+
+    preset = 9 | lzma.PRESET_EXTREME
+    if context is None:
+        return 8 * len(lzma.compress(held_out, preset=preset)) / len(held_out)
+    both = len(lzma.compress(context + held_out, preset=preset))
+    return 8 * (both - len(lzma.compress(context, preset=preset))) / len(held_out)
