@@ -249,3 +249,9 @@ def test_a_streamed_run_with_worker_processes_resumes_bitwise(tmp_path) -> None:
     )
     straight, resumed = _stop_and_resume(tmp_path, text, stop_at)
     assert _bitwise(resumed.state, straight.state), f"stopped at {stop_at}"
+
+
+def test_a_fairness_audit_refuses_streaming() -> None:
+    text = _yaml(train="") + "fairness: {sensitive_feature: group}\n"
+    with pytest.raises(ConfigError, match="fairness audit"):
+        check_verb(load_config_text(text), "train")

@@ -82,8 +82,12 @@ def _check_data_path(config: Config, verb: str, source: object) -> None:
     reason = _IN_DEVICE_MEMORY.get(verb)
     if reason is None and fused:
         reason = "train.fused_epochs gathers batches on the device from the split held there"
-    if data.stream is True and (reason or verb == "learning-curve"):
-        why = reason or "a learning curve trains on subsets of the training split in memory"
+    if data.stream is True and not can_stream(config, verb):
+        why = reason or (
+            "a learning curve trains on subsets of the training split in memory"
+            if verb == "learning-curve"
+            else "the fairness audit joins each example's group by its row in memory"
+        )
         raise ConfigError(
             f"{source}: data.stream: true: jaxtrain {verb} cannot honour it ({why}); use "
             "data.stream: auto (held in memory) or false"
@@ -100,3 +104,10 @@ def _check_data_path(config: Config, verb: str, source: object) -> None:
                     f"{source}: data.{key}: jaxtrain {verb} cannot honour it ({reason}, "
                     "no input pipeline runs); remove it"
                 )
+
+
+def can_stream(config: Config, verb: str) -> bool:
+    """Whether ``verb`` can train ``config`` on streamed data (``data.stream``): only the
+    per-step loop of ``train`` (and ``eval``, which uses the train verb's data), without a
+    fairness audit (it joins groups by row in memory)."""
+    return verb == "train" and not config.train.fused_epochs and config.fairness is None

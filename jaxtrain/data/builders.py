@@ -210,8 +210,8 @@ class JaxtrainSyntheticImages(tfds.core.GeneratorBasedBuilder):
     """Random uint8 32x32x3 images with a label each, made locally in any number: the data
     for measuring the streaming path (a dataset larger than memory) without a download.
 
-    Configs: ``small`` (2,048 train + 512 test images, ~8 MB), ``medium`` (50,000 + 10,000,
-    CIFAR-10's shape, ~190 MB) and ``3gb`` (1,000,000 + 10,000, ~3.1 GB on disk). Image
+    Configs: ``small`` (2,048 train + 512 test images, ~11 MB), ``medium`` (50,000 + 10,000,
+    CIFAR-10's shape, ~230 MB) and ``3gb`` (850,000 + 10,000, ~3.2 GB on disk). Image
     ``i`` is drawn from ``np.random.default_rng((split_seed, i))``; its label is the
     channel whose mean is largest, plus 3 times the quadrant (top/bottom, left/right) whose
     mean is largest, modulo 10: learnable, if not by much."""
@@ -221,9 +221,9 @@ class JaxtrainSyntheticImages(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [
         tfds.core.BuilderConfig(name="small", description="2,048 + 512 images"),
         tfds.core.BuilderConfig(name="medium", description="50,000 + 10,000 images"),
-        tfds.core.BuilderConfig(name="3gb", description="1,000,000 + 10,000 images"),
+        tfds.core.BuilderConfig(name="3gb", description="850,000 + 10,000 images"),
     ]
-    SIZES = {"small": (2048, 512), "medium": (50_000, 10_000), "3gb": (1_000_000, 10_000)}
+    SIZES = {"small": (2048, 512), "medium": (50_000, 10_000), "3gb": (850_000, 10_000)}
     SHAPE = (32, 32, 3)
 
     def _info(self) -> tfds.core.DatasetInfo:

@@ -125,6 +125,7 @@ def prefetched(
         grain.ReadOptions(num_threads=1, prefetch_buffer_size=max(prefetch, 1))
     )
     if workers:
+        absl_flags_parsed()
         stream = stream.mp_prefetch(
             grain.MultiprocessingOptions(num_workers=workers, per_worker_buffer_size=2)
         )
@@ -133,6 +134,15 @@ def prefetched(
             stream = stream.map(put)
         stream = grain.experimental.ThreadPrefetchIterDataset(stream, prefetch_buffer_size=prefetch)
     return stream
+
+
+def absl_flags_parsed() -> None:
+    """grain's worker processes read absl flags, which only an absl ``app.run`` parses; a
+    CLI or a notebook has none, so take the defaults as parsed."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
 
 
 def _as_int32(indices: list) -> np.ndarray:

@@ -115,6 +115,9 @@ def pass_over(split: StreamSplit, *, moments: bool, hashes: bool, workers: int =
         grain.ReadOptions(num_threads=1 if workers else 2, prefetch_buffer_size=2)
     )
     if workers:
+        from jaxtrain.data.pipeline import absl_flags_parsed
+
+        absl_flags_parsed()
         dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     labels, digests, merged, missing, infinite = [], [], None, 0, 0
     for summary in dataset:

@@ -17,6 +17,7 @@ def checked_data(
     """Load and split the data; every problem becomes one error line naming ``source`` (the
     config file) and the key. ``verb``: train (and eval) may stream the data
     (``data.stream``); the others hold it in memory."""
+    from jaxtrain.config.verbs import can_stream
     from jaxtrain.data import DatasetError, check_available, prepare_data
     from jaxtrain.models import check_model_fits_data
     from jaxtrain.train.fairness_audit import sensitive_groups
@@ -25,7 +26,7 @@ def checked_data(
     try:
         if config.data.path is None:
             check_available(config.data.name, config.data.data_dir)
-        streamable = verb == "train" and not config.train.fused_epochs
+        streamable = can_stream(config, verb)
         data = prepare_data(
             config.data, _source_normalizer(config, stats), stats=stats, streamable=streamable
         )

@@ -20,6 +20,7 @@ import numpy as np
 
 from jaxtrain.checkpoint import Checkpoints
 from jaxtrain.config import Config
+from jaxtrain.config.verbs import can_stream
 from jaxtrain.data import PreparedData, prepare_data
 from jaxtrain.models import build_model, build_penalty
 from jaxtrain.train.augment import build_augment, step_conversion
@@ -74,7 +75,7 @@ def build_pieces(
     and optimizer are the transfer's (adapters, frozen parameters, per-layer rates) and, with
     ``pretrained``, the initial state holds the pretrained weights (resume and eval restore a
     checkpoint instead, so they skip that)."""
-    data = data or prepare_data(config.data, streamable=not config.train.fused_epochs)
+    data = data or prepare_data(config.data, streamable=can_stream(config, "train"))
     groups = sensitive_groups(config, data) if config.fairness else None
     data = training_weights(config, data, groups)
     train = data.splits["train"]
