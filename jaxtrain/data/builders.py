@@ -206,15 +206,17 @@ class JaxtrainStdlibDocstrings(tfds.core.GeneratorBasedBuilder):
                 index += 1
 
 
-class JaxtrainSyntheticImages(tfds.core.GeneratorBasedBuilder):
+class JaxtrainSyntheticImages(tfds.core.ShardBasedBuilder):
     """Random uint8 32x32x3 images with a label each, made locally in any number: the data
     for measuring the streaming path (a dataset larger than memory) without a download.
 
     Configs: ``small`` (2,048 train + 512 test images, ~11 MB), ``medium`` (50,000 + 10,000,
     CIFAR-10's shape, ~230 MB) and ``3gb`` (850,000 + 10,000, ~3.2 GB on disk). Image
-    ``i`` is drawn from ``np.random.default_rng((split_seed, i))``; its label is the
-    channel whose mean is largest, plus 3 times the quadrant (top/bottom, left/right) whose
-    mean is largest, modulo 10: learnable, if not by much."""
+    ``i`` is drawn from ``np.random.default_rng((split_seed, block))`` with the other images
+    of its block of 4,096; its label is the channel whose mean is largest, plus 3 times the
+    quadrant (top/bottom, left/right) whose mean is largest, modulo 10: learnable, if not by
+    much. Written shard by shard in order (``ShardBasedBuilder``: no shuffle buffer, so a
+    split larger than memory is written without TensorFlow)."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Random images, label from channel and quadrant means."}
@@ -225,6 +227,8 @@ class JaxtrainSyntheticImages(tfds.core.GeneratorBasedBuilder):
     ]
     SIZES = {"small": (2048, 512), "medium": (50_000, 10_000), "3gb": (850_000, 10_000)}
     SHAPE = (32, 32, 3)
+    BLOCK = 4096  # images drawn per generator call
+    SHARD_BLOCKS = 16  # blocks per shard (65,536 images, ~250 MB)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -239,21 +243,32 @@ class JaxtrainSyntheticImages(tfds.core.GeneratorBasedBuilder):
             supervised_keys=("image", "label"),
         )
 
-    def _split_generators(self, dl_manager: Any) -> dict[str, Iterator]:
+    def _shard_iterators_per_split(self, dl_manager: Any) -> dict[str, list]:
         del dl_manager
-        train, test = self.SIZES[self.builder_config.name]
-        return {
-            "train": self._generate_examples(train, 0),
-            "test": self._generate_examples(test, 1),
-        }
+        sizes = dict(zip(("train", "test"), self.SIZES[self.builder_config.name], strict=True))
+        shards = {}
+        for split_seed, (split, count) in enumerate(sizes.items()):
+            per_shard = self.BLOCK * self.SHARD_BLOCKS
+            shards[split] = [
+                _SyntheticShard(split_seed, start, min(start + per_shard, count), self.BLOCK)
+                for start in range(0, count, per_shard)
+            ]
+        return shards
 
-    def _generate_examples(self, count: int, split_seed: int) -> Iterator[tuple[int, dict]]:
-        block = 4096  # draw images a block at a time: one generator call per block
-        for start in range(0, count, block):
-            rng = np.random.default_rng((split_seed, start))
-            images = rng.integers(0, 256, (min(block, count - start), *self.SHAPE), np.uint8)
+
+class _SyntheticShard:
+    """Examples ``[start, stop)`` of a synthetic split, as ``(key, example)`` pairs."""
+
+    def __init__(self, split_seed: int, start: int, stop: int, block: int):
+        self.split_seed, self.start, self.stop, self.block = split_seed, start, stop, block
+
+    def __call__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        for first in range(self.start, self.stop, self.block):
+            rng = np.random.default_rng((self.split_seed, first))
+            count = min(self.block, self.stop - first)
+            images = rng.integers(0, 256, (count, *JaxtrainSyntheticImages.SHAPE), np.uint8)
             for offset, image in enumerate(images):
-                yield start + offset, {"image": image, "label": synthetic_label(image)}
+                yield first + offset, {"image": image, "label": synthetic_label(image)}
 
 
 def synthetic_label(image: np.ndarray) -> int:
