@@ -152,6 +152,9 @@ def render_markdown(report: DataReport) -> str:
         for pair, detail in report.leakage["pairs"].items():
             shown = ", ".join(f"{a}={b}" for a, b in detail["rows"][:SHOWN_ROWS])
             out.append(f"- {pair}: {detail['examples']} shared example(s) (rows {shown})")
+    elif "shingle_words" in report.leakage:
+        words = report.leakage["shingle_words"]
+        out.append(f"No held-out passage shares {words} words with an earlier split.")
     else:
         out.append("No example sits in two splits.")
     return "\n".join(out) + "\n"
