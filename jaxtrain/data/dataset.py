@@ -152,7 +152,8 @@ def prepare_data(
     carved from its ``train`` split with ``config.seed``: stratified by label for classes, at
     random for regression, by group with a ``group_column``, and for text by whole documents
     (shuffled, then cut by size), so no document sits in two splits. Tables and arrays go
-    through ``config.prepare`` (see :func:`prepare_table`); text is used as it is.
+    through ``config.prepare`` (see :func:`prepare_table`); text through
+    :func:`jaxtrain.data.text_prepare.prepare_text` (passage dedup, leakage check).
     Statistics stored with a run (``stats``, or just the inputs' ``normalizer``) are applied
     instead of refitting: evaluation and resume reuse them. With ``streamable`` (the caller
     can train on streamed splits) ``data.stream`` may choose the streaming path

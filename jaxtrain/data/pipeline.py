@@ -41,7 +41,7 @@ class _Gather:
         self._augment = augment
         self._seed = seed
 
-    def __call__(self, position: int, indices: np.ndarray) -> Batch:
+    def __call__(self, indices: np.ndarray, position: int = 0) -> Batch:
         index, count = self._shard
         rows = len(indices) // count
         mine = indices[index * rows : (index + 1) * rows]
@@ -55,6 +55,16 @@ class _Gather:
                 for key, value in batch.items()
             }
         return batch
+
+
+class _Positioned:
+    """``(position, indices) -> gather(indices, position)`` for ``map_with_index``."""
+
+    def __init__(self, gather: _Gather):
+        self.gather = gather
+
+    def __call__(self, position: int, indices: np.ndarray) -> Batch:
+        return self.gather(indices, position=position)
 
 
 def train_index_batches(
@@ -110,7 +120,9 @@ def train_batches(
     # at a fraction of the per-example cost, and one batched read of only this process's rows.
     indices = train_index_batches(len(split), batch_size, epochs, seed)
     gather = _Gather(split, shard, devices, raw=raw, augment=augment, seed=seed)
-    return indices.map_with_index(gather)
+    if augment is None:
+        return indices.map(gather)
+    return indices.map_with_index(_Positioned(gather))
 
 
 def prefetched(
