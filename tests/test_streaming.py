@@ -255,3 +255,63 @@ def test_a_fairness_audit_refuses_streaming() -> None:
     text = _yaml(train="") + "fairness: {sensitive_feature: group}\n"
     with pytest.raises(ConfigError, match="fairness audit"):
         check_verb(load_config_text(text), "train")
+
+
+def test_host_and_step_conversion_fill_missing_values_then_normalise() -> None:
+    """The workers' HostTransform and the step's convert_inputs: numpy's fill + normalise."""
+    from jaxtrain.data.prepare import Normalizer
+    from jaxtrain.data.streaming import HostTransform
+    from jaxtrain.train.augment import convert_inputs
+
+    x = np.array([[1.0, np.nan, 3.0], [np.nan, 5.0, 6.0]], np.float32)
+    fill = np.array([10.0, 20.0, 30.0], np.float32)
+    normalizer = Normalizer("standard", np.array([1.0, 2.0, 3.0], np.float32),
+                            np.array([2.0, 4.0, 8.0], np.float32))  # fmt: skip
+    expected = (np.where(np.isnan(x), fill, x) - normalizer.shift) / normalizer.scale
+    transform = HostTransform(normalizer, fill)
+    np.testing.assert_allclose(transform(x), expected, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(convert_inputs(x, transform)), expected, rtol=1e-6)
+    images = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    np.testing.assert_allclose(
+        np.asarray(convert_inputs(images, transform)),
+        (images - normalizer.shift) / normalizer.scale,
+        rtol=1e-6,
+    )
+
+
+class _ArrayReader:
+    """A reader over arrays in memory (what a TFDS source returns, without the files)."""
+
+    def __init__(self, inputs, labels):
+        self.inputs, self.labels = inputs, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def read(self, keys):
+        return self.inputs[keys], self.labels[keys]
+
+
+def test_the_streaming_pass_counts_missing_values_and_hashes_duplicates() -> None:
+    from jaxtrain.data.stream_stats import pass_over
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2500, 3)).astype(np.float32)
+    x[rng.random(x.shape) < 0.05] = np.nan
+    x[2400] = x[7]  # an exact duplicate (NaN in the same places too)
+    labels = rng.integers(0, 4, 2500).astype(np.int32)
+    keys = rng.permutation(2500)
+    split = StreamSplit(_ArrayReader(x, labels), keys, (3,), np.float32)
+    summary = pass_over(split, moments=True, hashes=True)  # three chunks of 1,024
+    np.testing.assert_array_equal(summary.labels, labels[keys])
+    np.testing.assert_array_equal(summary.missing, np.isnan(x).sum(axis=0))
+    np.testing.assert_allclose(summary.moments.mean, np.nanmean(x.astype(float), 0), rtol=1e-9)
+    ordered = x[keys]
+    same = [
+        (i, j)
+        for i in range(len(keys))
+        for j in (np.flatnonzero(summary.hashes == summary.hashes[i]))
+        if i < j
+    ]
+    assert len(same) == 1 and np.array_equal(ordered[same[0][0]], ordered[same[0][1]],
+                                              equal_nan=True)  # fmt: skip
