@@ -52,6 +52,10 @@ SequenceLength = capped(2**20, "a sanity cap: a window of a million bytes", low=
 MinSamplesSplit = capped(INT32_MAX, "JAX counts examples in 32-bit integers", low=2)
 Trees = capped(100_000, "a sanity cap: every tree of the forest is fitted at once, in memory")
 Padding = capped(1024, "a sanity cap: pixels of padding on each side", low=0)
+Workers = capped(256, "a sanity cap: grain worker processes on one host", low=0)
+Prefetch = capped(64, "a sanity cap: batches held ahead of the step", low=0)
+StreamAboveMB = capped(2**24, "a sanity cap: 16 TB", low=0)
+ShingleWords = capped(1024, "a sanity cap: words in one shingle", low=4)
 
 
 @dataclass(config=_STRICT)
@@ -68,8 +72,17 @@ class DataConfig:
     file holds arrays (``inputs``/``labels`` or ``x``/``y``, optionally per split:
     ``x_train``, ``x_validation``, ``x_test`` ...; read without pickle); any other file is UTF-8
     text, split into train, validation and test at document boundaries, in order, and cut into
-    windows of ``sequence_length`` bytes. ``validation_path`` and ``test_path`` (tables and
+    windows of ``sequence_length`` bytes; a directory or a glob (``*``, ``?``, ``[``) is a text
+    corpus whose files are its documents. ``validation_path`` and ``test_path`` (tables and
     arrays) are the source's own fixed splits, in the same format as ``path``.
+
+    Streaming (docs/data.md "Streaming"): ``stream`` is ``auto`` (stream a TFDS dataset or a
+    text corpus larger than ``stream_above_mb`` on disk, else hold it in memory), ``true`` or
+    ``false``. Streamed examples are read lazily, a batch at a time, by ``workers`` grain
+    processes (0: in the training process), and ``prefetch`` batches are put on the device
+    ahead of the step. Text: ``dedup_passages`` drops, before the split, every paragraph
+    that shares a run of ``shingle_words`` words with an earlier document; the leakage check
+    reports held-out paragraphs sharing such a run with the training split.
 
     Table keys (only with a table: a ``.csv``/``.parquet``/``.npy`` path, or a registered
     dataset whose loader returns a DataFrame): ``label_column`` (required);
@@ -118,6 +131,12 @@ class DataConfig:
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     classes: tuple[NonNegativeInt | str, ...] | None = None
     train_examples_per_class: PositiveInt | None = None
+    stream: bool | Literal["auto"] = "auto"
+    stream_above_mb: StreamAboveMB = 256
+    workers: Workers = 0
+    prefetch: Prefetch = 2
+    dedup_passages: bool = False
+    shingle_words: ShingleWords = 13
 
     @model_validator(mode="after")
     def _name_from_path(self) -> DataConfig:
@@ -201,6 +220,11 @@ class DataConfig:
                     f"{key}: the splits are given by data.split_column already; use one or "
                     "the other"
                 )
+        if table and self.stream is True:
+            raise ValueError(
+                "stream: a .csv/.parquet/.npy table is read whole (pandas); use stream: auto or "
+                "false"
+            )
         if self.split == "grouped" and self.group_column is None:
             raise ValueError("split: 'grouped' needs data.group_column")
         if self.group_column is not None and self.split in ("stratified", "random"):
@@ -504,13 +528,20 @@ class ReduceOnPlateauConfig:
 
 @dataclass(config=_STRICT)
 class AugmentConfig:
-    """Random image augmentation inside the train step (its RNG folded from the step's key):
-    horizontal flips, random crops after zero-padding by ``crop_padding`` pixels, Gaussian
-    noise of standard deviation ``noise_std`` (in normalised units, any input)."""
+    """Random image augmentation: horizontal flips, random crops after zero-padding by
+    ``crop_padding`` pixels, Gaussian noise of standard deviation ``noise_std`` (in
+    normalised units, any input).
+
+    ``where``: ``step`` (inside the jitted train step, its RNG folded from the step's key;
+    streamed uint8 images are also converted to normalised floats there, so the host ships
+    a quarter of the bytes) or ``workers`` (on the host, in the grain workers of
+    ``data.workers``, seeded by ``data.seed`` and the batch's position, so resume is exact;
+    the step then gets float32 batches and does not augment)."""
 
     flip_horizontal: bool = False
     crop_padding: Padding = 0
     noise_std: NonNegativeFloat = 0.0
+    where: Literal["step", "workers"] = "step"
 
 
 MeshAxis = capped(65_536, "a sanity cap: devices along one axis of a mesh")

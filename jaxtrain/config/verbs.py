@@ -69,6 +69,7 @@ def check_verb(config: Config, verb: str, source: object = "config") -> None:
             )
     if verb == "sweep" and config.sweep is not None:
         _check_search(config, source)
+    _check_data_path(config, verb, source)
     if verb == "federated" and config.federated is not None:
         batch = config.federated.batch_size or config.data.batch_size
         if batch % train.micro_batches:
@@ -120,3 +121,54 @@ def _check_search(config: Config, source: object) -> None:
                 f"{source}: sweep.method: {sweep.method} needs the Python package {package!r}, "
                 f"which is not installed ({how})"
             )
+
+
+_DEFAULT_DATA = {"workers": 0, "prefetch": 2}
+_IN_DEVICE_MEMORY = {
+    "sweep": "a sweep trains its members from the training split held on the devices",
+    "federated": "clients train from their data held on the devices",
+}
+
+
+def _check_data_path(config: Config, verb: str, source: object) -> None:
+    """Streaming (``data.stream``), grain workers and prefetching, and host augmentation
+    (``train.augment.where: workers``) belong to the per-step input pipeline of ``train``:
+    refused where the data sits whole in device memory instead."""
+    data, fused = config.data, config.train.fused_epochs
+    reason = _IN_DEVICE_MEMORY.get(verb)
+    if reason is None and fused:
+        reason = "train.fused_epochs gathers batches on the device from the split held there"
+    if data.stream is True and not can_stream(config, verb):
+        why = reason or (
+            "a learning curve trains on subsets of the training split in memory"
+            if verb == "learning-curve"
+            else "the fairness audit joins each example's group by its row in memory"
+        )
+        raise ConfigError(
+            f"{source}: data.stream: true: jaxtrain {verb} cannot honour it ({why}); use "
+            "data.stream: auto (held in memory) or false"
+        )
+    if reason and config.train.augment.where == "workers":
+        raise ConfigError(
+            f"{source}: train.augment.where: workers: jaxtrain {verb} cannot honour it "
+            f"({reason}, no workers make its batches); use where: step"
+        )
+    if reason:
+        for key, default in _DEFAULT_DATA.items():
+            if getattr(data, key) != default:
+                raise ConfigError(
+                    f"{source}: data.{key}: jaxtrain {verb} cannot honour it ({reason}, "
+                    "no input pipeline runs); remove it"
+                )
+
+
+def can_stream(config: Config, verb: str) -> bool:
+    """Whether ``verb`` can train ``config`` on streamed data (``data.stream``): only the
+    per-step loop of ``train`` (and ``eval``, which uses the train verb's data), without a
+    fairness audit (it joins groups by row in memory)."""
+    return (
+        verb == "train"
+        and not config.train.fused_epochs
+        and config.fairness is None
+        and config.train.dp is None  # DP-SGD samples every example each step (in memory)
+    )

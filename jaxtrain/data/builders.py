@@ -206,6 +206,79 @@ class JaxtrainStdlibDocstrings(tfds.core.GeneratorBasedBuilder):
                 index += 1
 
 
+class JaxtrainSyntheticImages(tfds.core.ShardBasedBuilder):
+    """Random uint8 32x32x3 images with a label each, made locally in any number: the data
+    for measuring the streaming path (a dataset larger than memory) without a download.
+
+    Configs: ``small`` (2,048 train + 512 test images, ~11 MB), ``medium`` (50,000 + 10,000,
+    CIFAR-10's shape, ~230 MB) and ``3gb`` (850,000 + 10,000, ~3.2 GB on disk). Image
+    ``i`` is drawn from ``np.random.default_rng((split_seed, block))`` with the other images
+    of its block of 4,096; its label is the channel whose mean is largest, plus 3 times the
+    quadrant (top/bottom, left/right) whose mean is largest, modulo 10: learnable, if not by
+    much. Written shard by shard in order (``ShardBasedBuilder``: no shuffle buffer, so a
+    split larger than memory is written without TensorFlow)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Random images, label from channel and quadrant means."}
+    BUILDER_CONFIGS = [
+        tfds.core.BuilderConfig(name="small", description="2,048 + 512 images"),
+        tfds.core.BuilderConfig(name="medium", description="50,000 + 10,000 images"),
+        tfds.core.BuilderConfig(name="3gb", description="850,000 + 10,000 images"),
+    ]
+    SIZES = {"small": (2048, 512), "medium": (50_000, 10_000), "3gb": (850_000, 10_000)}
+    SHAPE = (32, 32, 3)
+    BLOCK = 4096  # images drawn per generator call
+    SHARD_BLOCKS = 16  # blocks per shard (65,536 images, ~250 MB)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="Random uint8 images for input-pipeline measurements.",
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(shape=self.SHAPE, dtype=np.uint8),
+                    "label": tfds.features.ClassLabel(num_classes=10),
+                }
+            ),
+            supervised_keys=("image", "label"),
+        )
+
+    def _shard_iterators_per_split(self, dl_manager: Any) -> dict[str, list]:
+        del dl_manager
+        sizes = dict(zip(("train", "test"), self.SIZES[self.builder_config.name], strict=True))
+        shards = {}
+        for split_seed, (split, count) in enumerate(sizes.items()):
+            per_shard = self.BLOCK * self.SHARD_BLOCKS
+            shards[split] = [
+                _SyntheticShard(split_seed, start, min(start + per_shard, count), self.BLOCK)
+                for start in range(0, count, per_shard)
+            ]
+        return shards
+
+
+class _SyntheticShard:
+    """Examples ``[start, stop)`` of a synthetic split, as ``(key, example)`` pairs."""
+
+    def __init__(self, split_seed: int, start: int, stop: int, block: int):
+        self.split_seed, self.start, self.stop, self.block = split_seed, start, stop, block
+
+    def __call__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        for first in range(self.start, self.stop, self.block):
+            rng = np.random.default_rng((self.split_seed, first))
+            count = min(self.block, self.stop - first)
+            images = rng.integers(0, 256, (count, *JaxtrainSyntheticImages.SHAPE), np.uint8)
+            for offset, image in enumerate(images):
+                yield first + offset, {"image": image, "label": synthetic_label(image)}
+
+
+def synthetic_label(image: np.ndarray) -> int:
+    """The label of a synthetic image u8[32, 32, 3]: argmax channel mean + 3 * argmax quadrant
+    mean (quadrants in reading order), modulo 10."""
+    channel = int(np.argmax(image.reshape(-1, 3).mean(axis=0)))
+    quadrants = [image[r : r + 16, c : c + 16].mean() for r in (0, 16) for c in (0, 16)]
+    return (channel + 3 * int(np.argmax(quadrants))) % 10
+
+
 # The bundled datasets, by the name a config uses. One place, one dict.
 LOCAL_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "digits": JaxtrainDigits,
@@ -216,4 +289,5 @@ LOCAL_BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "pydoc_text": JaxtrainPydocText,
     "stdlib_docstrings": JaxtrainStdlibDocstrings,
     "biased_credit": JaxtrainBiasedCredit,
+    "synthetic_images": JaxtrainSyntheticImages,  # configs: small, medium, 3gb
 }

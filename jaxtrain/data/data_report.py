@@ -138,10 +138,23 @@ def render_markdown(report: DataReport) -> str:
     out += ["", "## Leakage", ""]
     if not report.leakage or report.leakage.get("action") == "off":
         out.append("Not checked (data.prepare.leakage: off).")
+    elif report.leakage["found"] and "shingle_words" in report.leakage:  # text passages
+        words = report.leakage["shingle_words"]
+        for pair, detail in report.leakage["pairs"].items():
+            first, second = pair.split("/")
+            out.append(
+                f"- {pair}: {detail['passages']} passage(s) of {second} share {words} words "
+                f"with {first} ({detail['bytes']} bytes, {detail['share_of_bytes']:.1%} of "
+                f"{second}); first: "
+                + "; ".join(repr(e["start"][:50]) for e in detail["first"][:3])
+            )
     elif report.leakage["found"]:
         for pair, detail in report.leakage["pairs"].items():
             shown = ", ".join(f"{a}={b}" for a, b in detail["rows"][:SHOWN_ROWS])
             out.append(f"- {pair}: {detail['examples']} shared example(s) (rows {shown})")
+    elif "shingle_words" in report.leakage:
+        words = report.leakage["shingle_words"]
+        out.append(f"No held-out passage shares {words} words with an earlier split.")
     else:
         out.append("No example sits in two splits.")
     return "\n".join(out) + "\n"
@@ -164,7 +177,12 @@ def summary_lines(report: DataReport) -> list[str]:
         lines.append(f"- missing values: {total} cell(s) ({report.missing['action']})")
     if report.label_suspects:
         lines.append(f"- likely label errors: {len(report.label_suspects)}")
-    if report.leakage.get("found"):
+    if report.leakage.get("found") and "shingle_words" in report.leakage:
+        lines.append(
+            f"- **leakage**: {report.leakage['found']} held-out passage(s) share "
+            f"{report.leakage['shingle_words']} words with an earlier split"
+        )
+    elif report.leakage.get("found"):
         shared = sum(d["examples"] for d in report.leakage["pairs"].values())
         lines.append(f"- **leakage**: {shared} example(s) sit in two splits")
     return lines

@@ -32,6 +32,7 @@ from jaxtrain.data.clean import (
     missing_values,
     near_duplicates,
 )
+from jaxtrain.data.corpus import is_corpus_path, load_corpus
 from jaxtrain.data.data_report import DataReport
 from jaxtrain.data.label_errors import training_split_suspects
 from jaxtrain.data.labels import (
@@ -46,6 +47,7 @@ from jaxtrain.data.leakage import check_leakage, find_leakage
 from jaxtrain.data.prepare import Normalizer, fit_normalizer
 from jaxtrain.data.sources import ArraySplit, DatasetError, RawDataset, load_text_file, load_tfds
 from jaxtrain.data.split import grouped_split, random_split, stratified_split
+from jaxtrain.data.stream_prepare import prepare_streamed, should_stream
 from jaxtrain.data.tabular import (
     TABLE_SUFFIXES,
     Table,
@@ -142,6 +144,8 @@ def load_source(config: DataConfig, stats: dict | None = None) -> RawDataset | F
     (or import-path, or entry-point) dataset's loader, else a TFDS dataset. ``stats``: what a
     run stored (its class names are kept)."""
     names = ((stats or {}).get("prepare") or {}).get("class_names") or config.class_names
+    if is_corpus_path(config.path):  # a directory or glob of text files
+        return load_corpus(config.path)
     kind = path_kind(config.path)
     if kind == "arrays":
         splits = {"validation": config.validation_path, "test": config.test_path}
@@ -175,7 +179,11 @@ def _load_registered(family, config: DataConfig, class_names) -> RawDataset | Fr
 
 
 def prepare_data(
-    config: DataConfig, normalizer: Normalizer | None = None, stats: dict | None = None
+    config: DataConfig,
+    normalizer: Normalizer | None = None,
+    stats: dict | None = None,
+    *,
+    streamable: bool = False,
 ) -> PreparedData:
     """Load the data, clean it, make the held-out splits, fit statistics on train only.
 
@@ -183,10 +191,15 @@ def prepare_data(
     carved from its ``train`` split with ``config.seed``: stratified by label for classes, at
     random for regression, by group with a ``group_column``, and for text by whole documents
     (shuffled, then cut by size), so no document sits in two splits. Tables and arrays go
-    through ``config.prepare`` (see :func:`prepare_table`); text is used as it is.
+    through ``config.prepare`` (see :func:`prepare_table`); text through
+    :func:`jaxtrain.data.text_prepare.prepare_text` (passage dedup, leakage check).
     Statistics stored with a run (``stats``, or just the inputs' ``normalizer``) are applied
-    instead of refitting: evaluation and resume reuse them.
+    instead of refitting: evaluation and resume reuse them. With ``streamable`` (the caller
+    can train on streamed splits) ``data.stream`` may choose the streaming path
+    (:mod:`jaxtrain.data.stream_prepare`); otherwise the data is held in memory.
     """
+    if should_stream(config, streamable):  # read lazily: jaxtrain/data/stream_prepare.py
+        return prepare_streamed(config, stats)
     stored = (stats or {}).get("prepare") or {}
     if is_table_path(config.path):
         table, class_names, task, written = _read_table(config, stored)
@@ -211,11 +224,9 @@ def prepare_data(
         return prepare_table(table, raw.class_names, raw.task, config, source, normalizer, stats)
     if config.classes is not None or config.train_examples_per_class is not None:
         raise DatasetError(f"data.classes: needs class labels ({raw.task} data)")
-    carve = _carve(config, set(raw.splits))
-    splits = _text_splits(raw, carve, config)
-    _check_not_empty(splits, config)
-    none = Normalizer("none", np.zeros(0, np.float32), np.ones(0, np.float32))
-    return PreparedData(config.name, splits, (), none, _origin(carve), raw.task)
+    from jaxtrain.data.text_prepare import prepare_text  # dedup, leakage, report, windows
+
+    return prepare_text(config, raw)
 
 
 def prepare_table(

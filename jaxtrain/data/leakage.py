@@ -40,6 +40,30 @@ def find_leakage(hashes: dict[str, np.ndarray], rows: dict[str, np.ndarray]) -> 
     return {"found": len(found), "pairs": pairs}
 
 
+def find_hash_leakage(hashes: dict[str, np.ndarray], rows: dict[str, np.ndarray]) -> dict:
+    """:func:`find_leakage` for integer digests (u64[n] per split, as a streaming pass makes
+    them), with sorted arrays instead of a dict per split: the same result, a few bytes per
+    example of memory."""
+    names = list(hashes)
+    pairs, found = {}, set()
+    for i, first in enumerate(names):
+        order = np.argsort(hashes[first], kind="stable")  # the first occurrence wins ties
+        ordered = hashes[first][order]
+        for second in names[i + 1 :]:
+            shared = np.flatnonzero(np.isin(hashes[second], ordered))
+            if len(shared):
+                where = order[np.searchsorted(ordered, hashes[second][shared])]
+                found.update((second, int(b)) for b in shared)
+                pairs[f"{first}/{second}"] = {
+                    "examples": int(len(shared)),
+                    "rows": [
+                        [int(rows[first][a]), int(rows[second][b])]
+                        for a, b in zip(where[:LISTED_ROWS], shared[:LISTED_ROWS], strict=True)
+                    ],
+                }
+    return {"found": len(found), "pairs": pairs}
+
+
 def check_leakage(findings: dict, action: str) -> None:
     """Raise a DatasetError for leaked examples when ``action`` is ``error``."""
     if action == "error" and findings["found"]:

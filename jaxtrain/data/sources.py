@@ -73,7 +73,7 @@ def default_data_dir() -> Path:
 def check_available(name: str, data_dir: str | os.PathLike | None = None) -> None:
     """Raise DatasetError unless ``name`` is bundled or a prepared TFDS dataset. Cheap, no I/O
     beyond looking at the data directory; call it before any run directory is written."""
-    if name in LOCAL_BUILDERS:
+    if _local(name) is not None:
         return
     _catalog_builder(name, _resolve_dir(data_dir))
 
@@ -177,13 +177,27 @@ def _resolve_dir(data_dir: str | os.PathLike | None) -> Path:
     return Path(data_dir).expanduser() if data_dir else default_data_dir()
 
 
+def _local(name: str) -> tuple[type, str | None] | None:
+    """``(builder class, config name or None)`` of a bundled ``name`` or ``name/config``."""
+    base, _, config = name.partition("/")
+    if base not in LOCAL_BUILDERS:
+        return None
+    return LOCAL_BUILDERS[base], config or None
+
+
 def _builder(name: str, data_dir: Path):
-    if name not in LOCAL_BUILDERS:
+    local = _local(name)
+    if local is None:
         return _catalog_builder(name, data_dir)
     import tensorflow_datasets as tfds
 
+    cls, config = local
+    options = {"config": config} if config else {}
     with _quiet_tfds():  # an unbuilt dataset is expected here, not worth a warning
-        builder = LOCAL_BUILDERS[name](data_dir=str(data_dir), file_format="array_record")
+        try:
+            builder = cls(data_dir=str(data_dir), file_format="array_record", **options)
+        except ValueError as err:  # an unknown config name
+            raise DatasetError(f"data.name: {name}: {err}") from None
         if not builder.is_prepared():
             print(
                 f"jaxtrain: building bundled dataset {name!r} in {data_dir} (first use)",

@@ -12,9 +12,13 @@ from jaxtrain.runner.run_dirs import CONFIG_FILE, stored_stats
 MAX_STEPS = 2**31 - 1  # TrainState.step is i32
 
 
-def checked_data(config: Config, source: str | Path, stats: dict | None = None):
+def checked_data(
+    config: Config, source: str | Path, stats: dict | None = None, *, verb: str = "train"
+):
     """Load and split the data; every problem becomes one error line naming ``source`` (the
-    config file) and the key."""
+    config file) and the key. ``verb``: train (and eval) may stream the data
+    (``data.stream``); the others hold it in memory."""
+    from jaxtrain.config.verbs import can_stream
     from jaxtrain.data import DatasetError, check_available, prepare_data
     from jaxtrain.models import check_model_fits_data
     from jaxtrain.train.fairness_audit import sensitive_groups
@@ -24,7 +28,10 @@ def checked_data(config: Config, source: str | Path, stats: dict | None = None):
         registered = config.data.path is None and registry.find("dataset", config.data.name)
         if config.data.path is None and not registered:
             check_available(config.data.name, config.data.data_dir)
-        data = prepare_data(config.data, _source_normalizer(config, stats), stats=stats)
+        streamable = can_stream(config, verb)
+        data = prepare_data(
+            config.data, _source_normalizer(config, stats), stats=stats, streamable=streamable
+        )
         check_model_fits_data(config.model, data)
         if config.fairness is not None:
             sensitive_groups(config, data)
@@ -85,11 +92,13 @@ def check_resumable(
         )
 
 
-def resumed_config(run_dir: Path, overrides: Sequence[str], writer: bool = True):
+def resumed_config(
+    run_dir: Path, overrides: Sequence[str], writer: bool = True, *, verb: str = "train"
+):
     """The run's own config with ``overrides`` (written back when there are any) and its data
     prepared with the statistics stored at the start. Call holding the run's lock."""
     config = load_config(run_dir / CONFIG_FILE, overrides)
-    data = checked_data(config, run_dir / CONFIG_FILE, stored_stats(run_dir))
+    data = checked_data(config, run_dir / CONFIG_FILE, stored_stats(run_dir), verb=verb)
     if overrides and writer:
         dump_config(config, run_dir / CONFIG_FILE)
     return config, data

@@ -130,7 +130,7 @@ def federated_run(
         check_resumable(run_dir, overrides, FEDERATED_RESUMABLE, allowed)
         check_verb(load_config(run_dir / CONFIG_FILE, overrides), "federated", run_dir)
         with run_lock(run_dir):
-            config, data = resumed_config(run_dir, overrides)
+            config, data = resumed_config(run_dir, overrides, verb="federated")
             _check_calibrated_rounds(config, overrides)
             with stop_on_signals() as preemption:
                 return run_federated(
@@ -143,7 +143,7 @@ def federated_run(
         raise ConfigError(f"{config_path}: federated: the config has no federated section")
     check_verb(config, "federated", config_path)
     check_runs_dir(runs_dir)
-    data = checked_data(config, config_path)
+    data = checked_data(config, config_path, verb="federated")
     try:
         check_federated(config, data)
     except ValueError as err:
@@ -186,7 +186,7 @@ def sweep_run(
         check_verb(config, "sweep", run_dir / CONFIG_FILE)
         initialize_distributed(config.distributed)
         with _writer_lock(run_dir):
-            checked_data(config, run_dir / CONFIG_FILE)
+            checked_data(config, run_dir / CONFIG_FILE, verb="sweep")
             return run_dir, run_sweep(config, run_dir, resume=True, progress=progress)
     if config_path is None:
         raise ConfigError("a config file is required (or --resume SWEEP_DIR)")
@@ -200,7 +200,7 @@ def sweep_run(
                 check_verb(member.config, "sweep", f"{config_path} (sweep member {member.index})")
     check_runs_dir(runs_dir)
     initialize_distributed(config.distributed)
-    data = checked_data(config, config_path)
+    data = checked_data(config, config_path, verb="sweep")
     # Process 0 creates the sweep directory; the others learn its name from it.
     run_dir = start_run(config, runs_dir, data) if is_writer() else None
     if jax.process_count() > 1:
@@ -266,7 +266,7 @@ def learning_curve_run(
     config = load_config(config_path, overrides)
     check_verb(config, "learning-curve", config_path)
     check_runs_dir(runs_dir)
-    data = checked_data(config, config_path)
+    data = checked_data(config, config_path, verb="learning-curve")
     smallest = round(min(fractions) * len(data.splits["train"]))
     if smallest < config.data.batch_size:
         raise DatasetError(

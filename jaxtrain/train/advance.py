@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jax
 import numpy as np
 
 from jaxtrain.config import Config
 from jaxtrain.data import train_batches, train_index_batches
+from jaxtrain.data.pipeline import prefetched
 from jaxtrain.data.poisson import poisson_batches
+from jaxtrain.train.augment import host_augment, step_conversion
 from jaxtrain.train.parallel import Placement
 from jaxtrain.train.pieces import Pieces, build_step
 from jaxtrain.train.scan import make_fused_steps
@@ -24,8 +27,12 @@ Advance = Callable[[Any, int], tuple[Any, Any]]
 
 
 def training_stream(config: Config, pieces: Pieces, placement: Placement):
-    """The run's training stream (a grain ``MapDataset``): index batches for fused epochs
-    (gathered on the device), example batches laid out for the placement otherwise."""
+    """The run's training stream, a grain dataset whose iterator is checkpointed: index
+    batches for fused epochs (gathered on the device); otherwise example batches laid out
+    for the placement, made by ``data.workers`` processes (read lazily when the split is
+    streamed; uint8 images stay uint8 when the step converts them; augmented there with
+    ``train.augment.where: workers``) and ``data.prefetch`` of them put on the device ahead
+    of the step."""
     split = pieces.data.splits["train"]
     batch, epochs, seed = config.data.batch_size, config.train.epochs, config.data.seed
     plan = pieces.privacy
@@ -33,14 +40,28 @@ def training_stream(config: Config, pieces: Pieces, placement: Placement):
         return poisson_batches(split, plan.rate, plan.steps, plan.slots, seed)
     if config.train.fused_epochs:
         return train_index_batches(len(split), batch, epochs, seed)
-    return train_batches(
+    batches = train_batches(
         split,
         batch,
         epochs,
         seed,
         shard=placement.process_shard,
         devices=placement.pmap_devices,
+        raw=step_conversion(config, pieces.data) is not None,
+        augment=host_augment(config.train.augment),
     )
+    data = config.data
+    return prefetched(batches, workers=data.workers, prefetch=data.prefetch, put=_ahead(placement))
+
+
+def _ahead(placement: Placement):
+    """How a prefetched batch goes to the devices before its step (None: the placement
+    puts it when the step runs, as ``pmap`` and multi-process runs do)."""
+    if placement.kind == "none":
+        return jax.device_put
+    if placement.kind == "sharded" and jax.process_count() == 1:
+        return placement.put_batch
+    return None
 
 
 def make_advance(

@@ -94,6 +94,7 @@ def train_and_evaluate(
                       chain(*callbacks), progress, report)  # fmt: skip
     finally:
         checkpoints.close()  # also on errors, so no save thread outlives the call
+        getattr(iterator, "close", lambda: None)()  # prefetch thread, grain workers
 
 
 def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, callback,

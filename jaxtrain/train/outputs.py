@@ -11,7 +11,13 @@ import numpy as np
 from jaxtrain.config import Config, config_to_dict
 from jaxtrain.data import PreparedData
 from jaxtrain.data.data_report import summary_lines
-from jaxtrain.data.text import unigram_bits_per_byte
+from jaxtrain.data.text_prepare import (
+    XZ_CONTEXT_LIMIT,
+    byte_counts,
+    split_text,
+    unigram_bits,
+    xz_bits_per_byte,
+)
 from jaxtrain.logging import plot_confusion_matrix, plot_learning_curves, read_metrics
 from jaxtrain.logging.outputs import RunOutputs
 from jaxtrain.train.analysis import classification_analysis, regression_analysis
@@ -23,11 +29,21 @@ from jaxtrain.train.fairness_audit import audit_lines
 def baselines(data: PreparedData) -> dict[str, float]:
     """Trivial predictors a model must beat, on the test split (fitted on train).
 
-    Language models: the add-one unigram byte model's ``bits_per_byte``.
+    Language models, on the very bytes the model's test ``bits_per_byte`` averages over:
+    the add-one unigram byte model, xz alone (``xz_bits_per_byte``: a general-purpose
+    compressor that never saw the training text) and xz given the training split
+    (``xz_given_train_bits_per_byte``, up to 6 MiB of training text: xz's dictionary).
     """
     if data.task == "language_model":
-        train, test = data.splits["train"].labels, data.splits["test"].labels
-        return {"unigram_bits_per_byte": unigram_bits_per_byte(train, test)}
+        train_counts = byte_counts(data, "train")
+        result = {"unigram_bits_per_byte": unigram_bits(train_counts, byte_counts(data, "test"))}
+        held_out = split_text(data, "test")
+        result["xz_bits_per_byte"] = xz_bits_per_byte(held_out)
+        if int(train_counts.sum()) <= XZ_CONTEXT_LIMIT:
+            result["xz_given_train_bits_per_byte"] = xz_bits_per_byte(
+                held_out, split_text(data, "train")
+            )
+        return result
     return {}
 
 
@@ -42,7 +58,8 @@ def trivial_training_loss(data: PreparedData) -> float:
         return float(-(p * np.log(p)).sum())
     if data.task == "regression":
         return float(np.mean(np.var(train.labels.reshape(len(train), -1), axis=0)))
-    return unigram_bits_per_byte(train.labels, train.labels) * math.log(2)
+    counts = byte_counts(data, "train")  # chunked: a streamed corpus is never loaded whole
+    return unigram_bits(counts, counts) * math.log(2)
 
 
 def _analysis(data: PreparedData, outputs: np.ndarray, seed: int, run_dir: Path) -> dict:

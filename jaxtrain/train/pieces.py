@@ -20,9 +20,10 @@ import numpy as np
 
 from jaxtrain.checkpoint import Checkpoints
 from jaxtrain.config import Config
+from jaxtrain.config.verbs import can_stream
 from jaxtrain.data import PreparedData, prepare_data
 from jaxtrain.models import build_model, build_penalty
-from jaxtrain.train.augment import build_augment
+from jaxtrain.train.augment import build_augment, step_conversion
 from jaxtrain.train.fairness_audit import sensitive_groups, training_weights
 from jaxtrain.train.optim import build_optimizer
 from jaxtrain.train.parallel import AXIS
@@ -76,7 +77,7 @@ def build_pieces(
     and optimizer are the transfer's (adapters, frozen parameters, per-layer rates) and, with
     ``pretrained``, the initial state holds the pretrained weights (resume and eval restore a
     checkpoint instead, so they skip that)."""
-    data = data or prepare_data(config.data)
+    data = data or prepare_data(config.data, streamable=can_stream(config, "train"))
     groups = sensitive_groups(config, data) if config.fairness else None
     data = training_weights(config, data, groups)
     train = data.splits["train"]
@@ -118,7 +119,7 @@ def build_step(
         pieces.tx,
         pieces.task,
         pieces.penalty,
-        build_augment(config.train.augment),
+        build_augment(config.train.augment, step_conversion(config, pieces.data)),
         axis_name=axis_name,
         micro_batches=config.train.micro_batches,
         compute_dtype=COMPUTE_DTYPES[config.train.precision],
