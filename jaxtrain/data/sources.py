@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,21 +210,27 @@ def _builder(name: str, data_dir: Path):
     return builder
 
 
+_QUIET = threading.RLock()
+
+
 @contextlib.contextmanager
 def _quiet_tfds():
     """Silence TFDS's build chatter: stdout and absl warnings for the block, and its progress
     bars for good (TFDS has no way to ask whether they were on)."""
     import tensorflow_datasets as tfds
 
-    absl_logger = logging.getLogger("absl")
-    level = absl_logger.level
-    absl_logger.setLevel(logging.ERROR)
-    tfds.disable_progress_bar()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        absl_logger.setLevel(level)
+    # redirect_stdout swaps the process-wide sys.stdout: one quiet block at a time, so two
+    # threads preparing data cannot leave it pointing at a dead buffer.
+    with _QUIET:
+        absl_logger = logging.getLogger("absl")
+        level = absl_logger.level
+        absl_logger.setLevel(logging.ERROR)
+        tfds.disable_progress_bar()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+        finally:
+            absl_logger.setLevel(level)
 
 
 def _catalog_builder(name: str, data_dir: Path):
