@@ -166,7 +166,7 @@ def test_streamed_preparation_refuses_rules_that_need_memory(override) -> None:
 
 
 def test_a_table_cannot_be_streamed() -> None:
-    with pytest.raises(Exception, match="stream: a .csv/.parquet table"):
+    with pytest.raises(Exception, match="stream: a .csv/.parquet/.npy table"):
         load_config_text("name: t\ndata: {name: t, path: x.csv, label_column: y, stream: true}\n")
 
 

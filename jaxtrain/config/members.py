@@ -11,37 +11,43 @@ sgd}``).
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Mapping
 from typing import Any
 
+from jaxtrain import registry
 from jaxtrain.config.load import apply_overrides
-from jaxtrain.config.schema import ModelConfig, OptimizerConfig
+from jaxtrain.config.schema import BUILTIN_MODELS, BUILTIN_OPTIMIZERS
 
-_KINDS = {"optimizer": OptimizerConfig, "model": ModelConfig}
+_BUILTINS = {"optimizer": BUILTIN_OPTIMIZERS, "model": BUILTIN_MODELS}
 
-
-def _kind_fields(union: Any) -> dict[str, set[str]]:
-    """``{kind name: its field names}`` for a discriminated union of config dataclasses."""
-    classes = typing.get_args(typing.get_args(union)[0])
-    return {
-        cls.__dataclass_fields__["name"].default: {f.name for f in dataclasses.fields(cls)}
-        for cls in classes
-    }
+KIND_FIELDS = {
+    section: {name: {f.name for f in dataclasses.fields(cls)} for name, cls in classes.items()}
+    for section, classes in _BUILTINS.items()
+}
 
 
-KIND_FIELDS = {section: _kind_fields(union) for section, union in _KINDS.items()}
+def kind_fields(section: str, kind: str) -> set[str] | None:
+    """The field names of ``kind`` in ``section`` (``model``, ``optimizer``): a built-in's, or
+    a registered family's (name included); None when ``kind`` names nothing."""
+    if kind in KIND_FIELDS[section]:
+        return KIND_FIELDS[section][kind]
+    try:
+        family = registry.find(section, kind)
+    except registry.RegistryError:
+        return None
+    return None if family is None else {"name", *family.keys}
 
 
 def member_raw(base: Mapping[str, Any], settings: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` (a plain config mapping) with ``settings`` (dotted key -> value) applied; a
     ``<section>.name`` setting of another kind first drops the keys that kind lacks."""
     raw = dict(base)
-    for section, kinds in KIND_FIELDS.items():
+    for section in KIND_FIELDS:
         kind = settings.get(f"{section}.name")
         current = raw.get(section)
-        if kind is None or kind not in kinds or not isinstance(current, Mapping):
+        if not isinstance(kind, str) or not isinstance(current, Mapping):
             continue
-        if current.get("name") != kind:
-            raw[section] = {k: v for k, v in current.items() if k in kinds[kind]}
+        fields = kind_fields(section, kind)
+        if fields is not None and current.get("name") != kind:
+            raw[section] = {k: v for k, v in current.items() if k in fields}
     return apply_overrides(raw, settings)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxtrain import registry
 from jaxtrain.config import DataConfig
 from jaxtrain.data.data_report import DataReport
 from jaxtrain.data.labels import class_balance
@@ -54,6 +55,13 @@ def should_stream(config: DataConfig, allowed: bool) -> bool:
     if config.stream is False:
         return False
     if config.path is not None and config.path.lower().endswith(TABLE_SUFFIXES):
+        return False
+    if config.path is None and registry.find("dataset", config.name) is not None:
+        if config.stream is True:  # a registered loader (or jaxtrain.fit's arrays) is in memory
+            raise DatasetError(
+                f"data.stream: true, but dataset {config.name!r} is registered in this process "
+                "and held in memory; set data.stream: auto or false"
+            )
         return False
     if config.stream is True:
         if not allowed:
