@@ -122,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxtrain.compilation_cache import enable_compilation_cache
     from jaxtrain.data import DatasetError
     from jaxtrain.files import DamagedFile
+    from jaxtrain.logging.quiet import quiet_library_warnings
     from jaxtrain.runner import (
         check_determinism,
         evaluate_run,
@@ -135,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxtrain.train.loop import NonFiniteError
 
     enable_compilation_cache()  # a second run of the same config skips compiling
+    quiet_library_warnings()  # known, harmless library messages stay off the console
     try:
         if args.verb == "train" and args.check_determinism is not None:
             if args.config is None:

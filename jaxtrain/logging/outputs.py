@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxtrain.files import read_json, write_json
+from jaxtrain.logging.quiet import quiet_library_warnings
 from jaxtrain.logging.report import write_report
 from jaxtrain.logging.writers import MetricWriter
 
@@ -29,6 +30,7 @@ class RunOutputs:
         self.enabled = enabled
         self._purge_step = purge_step
         self._writer: MetricWriter | None = None
+        quiet_library_warnings()
 
     def log(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
         """Append one record to ``metrics.jsonl`` and TensorBoard (opened on first use)."""

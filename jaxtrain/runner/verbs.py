@@ -49,6 +49,7 @@ def train(
 
     from jaxtrain.distributed import broadcast_text, is_writer
     from jaxtrain.distributed import initialize as initialize_distributed
+    from jaxtrain.logging.progress import announce
 
     if resume is not None:
         run_dir = existing_run(resume)
@@ -59,6 +60,8 @@ def train(
         initialize_distributed(config.distributed)
         with _writer_lock(run_dir):  # checked before anything in the directory changes
             config, data = resumed_config(run_dir, overrides, is_writer())
+            if is_writer():
+                announce(run_dir, "resuming run directory")
             return _train_locked(config, run_dir, data, resume, progress, report)
     if config_path is None:
         raise ConfigError("a config file is required (or --resume RUN_DIR)")
@@ -69,6 +72,8 @@ def train(
     data = checked_data(config, config_path)
     # Process 0 creates the run directory; the others learn its name from it.
     run_dir = start_run(config, runs_dir, data) if is_writer() else None
+    if is_writer():
+        announce(run_dir)
     if jax.process_count() > 1:
         run_dir = Path(broadcast_text(str(run_dir) if run_dir else None))
     with _writer_lock(run_dir):
@@ -119,6 +124,7 @@ def federated_run(
     """``jaxtrain federated``: simulate the config's ``federated:`` section (clients as one
     vmapped program per round), or continue the run directory ``resume``."""
     from jaxtrain.federated import check_federated, run_federated
+    from jaxtrain.logging.progress import announce
     from jaxtrain.train import stop_on_signals
 
     if resume is not None:
@@ -129,6 +135,7 @@ def federated_run(
         with run_lock(run_dir):
             config, data = resumed_config(run_dir, overrides)
             _check_calibrated_rounds(config, overrides)
+            announce(run_dir, "resuming run directory")
             with stop_on_signals() as preemption:
                 return run_federated(
                     config, run_dir, data, resume=True, progress=progress, callbacks=(preemption,)
@@ -146,6 +153,7 @@ def federated_run(
     except ValueError as err:
         raise ConfigError(f"{config_path}: {err}") from None
     run_dir = start_run(config, runs_dir, data)
+    announce(run_dir)
     with run_lock(run_dir), stop_on_signals() as preemption:
         return run_federated(config, run_dir, data, progress=progress, callbacks=(preemption,))
 
@@ -171,6 +179,7 @@ def sweep_run(
 ) -> tuple[Path, dict[str, Any]]:
     """``jaxtrain sweep``: train the config's ``sweep:`` population as vmapped programs
     (see :mod:`jaxtrain.sweep`), or continue the sweep directory ``resume``."""
+    from jaxtrain.logging.progress import announce
     from jaxtrain.sweep import expand, run_sweep
 
     if resume is not None:
@@ -178,6 +187,7 @@ def sweep_run(
         with run_lock(run_dir):
             config = load_config(run_dir / CONFIG_FILE)
             checked_data(config, run_dir / CONFIG_FILE)
+            announce(run_dir, "resuming sweep directory")
             return run_dir, run_sweep(config, run_dir, resume=True, progress=progress)
     if config_path is None:
         raise ConfigError("a config file is required (or --resume SWEEP_DIR)")
@@ -190,6 +200,7 @@ def sweep_run(
             check_verb(member.config, "sweep", f"{config_path} (sweep member {member.index})")
     check_runs_dir(runs_dir)
     run_dir = start_run(config, runs_dir, checked_data(config, config_path))
+    announce(run_dir, "sweep directory")
     with run_lock(run_dir):
         return run_dir, run_sweep(config, run_dir, progress=progress)
 
@@ -244,6 +255,7 @@ def learning_curve_run(
     split (see :mod:`jaxtrain.learning_curve`); returns the directory and the result."""
     from jaxtrain.data import DatasetError
     from jaxtrain.learning_curve import learning_curve
+    from jaxtrain.logging.progress import announce
 
     bad = [f for f in fractions if not 0 < f <= 1]
     if bad or not fractions:
@@ -259,4 +271,5 @@ def learning_curve_run(
             f"examples, fewer than data.batch_size={config.data.batch_size}"
         )
     run_dir = start_run(config, runs_dir, data, suffix="_learning_curve")
+    announce(run_dir)
     return run_dir, learning_curve(config, run_dir, data, fractions, progress=progress)

@@ -18,11 +18,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxtrain.checkpoint import Checkpoints
 from jaxtrain.config import CheckpointConfig, Config
 from jaxtrain.config.verbs import check_verb
+from jaxtrain.logging import progress as console
 from jaxtrain.sweep import population as pop
 from jaxtrain.sweep.best import save_best
 from jaxtrain.sweep.build import (
@@ -93,23 +93,22 @@ def run_sweep(
     try:
         if resume:
             _restore_progress(checkpoints, done, groups)
-        total = sum(g.config.train.epochs * len(g.members) for g in groups)  # an estimate
-        with tqdm(total=total, disable=None if progress else True, desc=config.name) as bar:
-            bar.update(sum(r["step"] for r in done.records.values()))
-            for group in groups:
-                if group.index in done.done:
-                    continue
-                built = build_group(group)
-                monitor = monitor_of(config, next(iter(built.data.values())))
-                here = (
-                    done.position
-                    if done.position and done.position["group"] == group.index
-                    else None
-                )
+        for group in groups:
+            if group.index in done.done:
+                continue
+            built = build_group(group)
+            monitor = monitor_of(config, next(iter(built.data.values())))
+            here = (
+                done.position if done.position and done.position["group"] == group.index else None
+            )
+            desc = config.name if len(groups) == 1 else f"{config.name} group {group.index}"
+            with console.Progress(built.total_steps, initial=here["step"] if here else 0, desc=desc,
+                          enabled=progress, steps_per_epoch=built.steps_per_epoch,
+                          timed="validation") as bar:  # fmt: skip
                 populations[group.index] = _train_group(
                     config, built, monitor, done, checkpoints, here, bar
                 )
-                done.done.append(group.index)
+            done.done.append(group.index)
         checkpoints.wait()
     finally:
         checkpoints.close()
@@ -220,7 +219,7 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
         )
         live.step += count
         chunk["metrics"], chunk["length"] = metrics, count
-        bar.update(count * len(live.active))
+        bar.examples_per_step = group.config.data.batch_size * len(live.active)
         return live, metrics
 
     def evaluate(at: int, live: Live) -> Live:
@@ -256,6 +255,8 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
                 best = done.best
                 best.value, best.member, best.group, best.step = value, member_id, group.index, at
                 best.validation, best.state = validation, pop.member(live.state, pos)
+        finite = [v for v in values if math.isfinite(v)]
+        shown = {f"best_{metric}": (max if mode == "max" else min)(finite)} if finite else {}
         if diverged:  # under train.nonfinite=stop a diverged member stops, the rest go on
             kept = [p for p in range(len(live.active)) if p not in diverged]
             values = [values[p] for p in kept]
@@ -279,6 +280,7 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
                 live.state, order, live.active, done.records, sweep, swept, at, group.index
             )
             live.state = pop.shard_members(live.state, live.mesh)
+        bar.record(at, "validation", {**shown, "members": len(live.active)})
         return live
 
     def save(at: int, live: Live) -> None:
@@ -297,6 +299,7 @@ def _train_group(config, built, monitor, done: Progress, checkpoints, resume_at,
         live, live.step, total, advance,
         [Every(every, evaluate), Every(every * sweep.checkpoint_every, save)],
         chunked=True,
+        progress=bar.update,
     )  # fmt: skip
     live = outcome.state
     for member_id in live.active:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-from tqdm.auto import tqdm
 
 from jaxtrain.config import Config, config_to_dict
 from jaxtrain.data import PreparedData
@@ -24,6 +23,7 @@ from jaxtrain.distributed import is_writer
 from jaxtrain.files import write_json
 from jaxtrain.logging import truncate_after
 from jaxtrain.logging.outputs import RunOutputs
+from jaxtrain.logging.progress import Progress
 from jaxtrain.train.advance import make_advance, training_stream
 from jaxtrain.train.callbacks import Callback, EarlyStopping, PlateauSchedule, chain
 from jaxtrain.train.evaluate import evaluate, scalars
@@ -126,8 +126,13 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
     record = {"reductions": [], "rollbacks": [], "lr_factor": 1.0, "first_call_s": 0.0,
               "first_count": 0, "saved": None, "state": None}  # fmt: skip
     outputs = RunOutputs(run_dir, enabled=is_writer(), purge_step=step + 1 if step else None)
-    bar = tqdm(total=total, initial=step, desc=config.name, unit="step",
-               disable=None if progress and is_writer() else True)  # fmt: skip
+    bar = Progress(total, initial=step, desc=config.name, enabled=progress and is_writer(),
+                   examples_per_step=config.data.batch_size,
+                   steps_per_epoch=train_size / config.data.batch_size)  # fmt: skip
+
+    def write(at: int, split: str, metrics) -> None:
+        outputs.log(at, split, metrics)
+        bar.record(at, split, metrics)
 
     def save(at: int, state, metrics=None) -> None:
         log.flush(at)  # every step before a checkpoint is checked first
@@ -139,7 +144,7 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
         metrics = evaluate(
             eval_step, current, data.splits["validation"], config.data.eval_batch_size, pieces.task
         )
-        outputs.log(at, "validation", scalars(metrics))
+        write(at, "validation", scalars(metrics))
         factor = plateau.update(metrics) if plateau else 1.0
         if factor < 1.0:  # before saving, so resume keeps the new rate
             peak = float(current.opt_state.hyperparams[PEAK]) * factor
@@ -183,13 +188,7 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
         record["first_call_s"], record["first_count"] = time.perf_counter() - started, count
         return state, metrics
 
-    def show(shown: dict[str, float]) -> None:
-        bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
-
-    def progressed(at: int) -> None:
-        bar.update(at - bar.n)
-
-    log = TrainLog(config, outputs.log, placement.host_metrics, train_size, total, roll_back, show)
+    log = TrainLog(config, write, placement.host_metrics, train_size, total, roll_back)
     log.reset(step)
     started = time.perf_counter()
     with outputs, bar:
@@ -202,7 +201,7 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
             chunked=config.train.fused_epochs,
             sink=log,
             should_stop=callback.on_step,
-            progress=progressed,
+            progress=bar.update,
         )
         state = record["state"] if record["saved"] == outcome.step else outcome.state
         if outcome.status == "stopped" and record["saved"] != outcome.step:
