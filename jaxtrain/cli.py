@@ -16,6 +16,7 @@ def _parser() -> argparse.ArgumentParser:
 def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and each verb's own parser."""
     parser = argparse.ArgumentParser(prog="jaxtrain", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"jaxtrain {_version()}")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     train = verbs.add_parser("train", help="train and evaluate an experiment config")
@@ -86,6 +87,18 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     generate.add_argument("--top-k", type=int, default=20, help="sample among the k likeliest")
     generate.add_argument("--seed", type=int, default=0, help="sampling seed")
     return parser, verbs.choices
+
+
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a checkout)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("jaxtrain")
+    except metadata.PackageNotFoundError:
+        from jaxtrain import __version__
+
+        return __version__
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
