@@ -105,6 +105,17 @@ def _test_section(test: Mapping[str, Any], class_names: Sequence[str]) -> list[s
     return lines
 
 
+def _environment_value(value: Any) -> str:
+    """One environment entry on one line: lists joined, mappings as ``key value; ...``."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k} {_environment_value(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value) if value != "" else "none"
+
+
 def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
     """Writes ``run_dir/report.md``, a markdown report of one run, and returns its path.
 
@@ -141,9 +152,7 @@ def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
     if summary.get("environment"):
         lines += ["## Environment", ""]
         for key, value in summary["environment"].items():
-            if isinstance(value, list | tuple):
-                value = ", ".join(str(v) for v in value) or "none"
-            lines.append(f"- **{key}**: {'n/a' if value is None else value}")
+            lines.append(f"- **{key}**: {_environment_value(value)}")
         lines.append("")
 
     run_dir.mkdir(parents=True, exist_ok=True)

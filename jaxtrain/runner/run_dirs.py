@@ -77,8 +77,55 @@ def start_run(config: Config, runs_dir: str | Path | None, data, suffix: str = "
     return run_dir
 
 
+# CPU features XLA's CPU code generator may use: vector width and fused multiply-add change
+# the order (and so the rounding) of float sums, hence the last bits of a result.
+_SIMD_FLAGS = ("sse", "ssse", "avx", "fma", "f16c", "amx", "bmi", "popcnt")
+_ENV_PREFIXES = ("XLA_", "JAX_", "TF_CPP_", "OMP_", "MKL_", "OPENBLAS_", "CUDA_VISIBLE", "TPU_")
+
+
+def cpu_description() -> dict[str, Any]:
+    """``{"model", "cores", "flags"}`` of the host CPU: the model name, the logical cores
+    this process may use, and the instruction-set extensions XLA can target (SSE/AVX/FMA/
+    AMX families; Linux ``/proc/cpuinfo``, macOS ``sysctl``; ``None`` where unknown)."""
+    model, flags = None, None
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        try:
+            text = cpuinfo.read_text(errors="replace")
+        except OSError:
+            text = ""
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if model is None and key in ("model name", "Model", "cpu model"):
+                model = value.strip()
+            if flags is None and key in ("flags", "Features"):
+                flags = value.split()
+            if model is not None and flags is not None:
+                break
+    elif sys.platform == "darwin":
+        model = _sysctl("machdep.cpu.brand_string")
+        features = _sysctl("machdep.cpu.features") or ""
+        flags = features.lower().replace(".", "_").split() or None
+    if flags is not None:
+        flags = sorted({f for f in flags if f.startswith(_SIMD_FLAGS)})
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"model": model or platform.processor() or None, "cores": cores, "flags": flags}
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        return subprocess.run(
+            ["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def environment() -> dict[str, Any]:
-    """Versions, platform, devices and the git revision of the working directory."""
+    """Versions, platform, devices, the git revision of the working directory, and what
+    decides the last bits of a float result: the CPU (model, cores, SIMD flags), the XLA
+    flags and the JAX settings and environment variables in force."""
     import flax
     import jax
     import jaxlib
@@ -98,7 +145,18 @@ def environment() -> dict[str, Any]:
         "optax": optax.__version__,
         "platform": platform.platform(),
         "devices": [str(d) for d in jax.devices()],
+        "backend": jax.default_backend(),
         "git_revision": revision,
+        "cpu": cpu_description(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "jax_settings": {
+            "jax_enable_x64": bool(jax.config.jax_enable_x64),
+            "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+            "jax_threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
+        },
+        "environment_variables": {
+            k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)
+        },
     }
 
 
