@@ -1,5 +1,5 @@
-"""The command line: train, eval, report, generate, sweep, federated, learning-curve (exit 2:
-mistakes)."""
+"""The command line: train, eval, report, compare, generate, sweep, federated, learning-curve
+(exit 2: mistakes)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,18 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         "report", help="re-run a finished run's analysis stage: plots, metrics.json, report.md"
     )
     report.add_argument("run_dir")
+
+    compare = verbs.add_parser(
+        "compare",
+        help="table of the config keys that differ and the best metrics (with intervals), "
+        "one figure of the learning curves; runs, globs, run folders or sweep directories",
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or globs")
+    compare.add_argument(
+        "--out",
+        default="compare",
+        help="folder for compare.md, compare.json and compare.png (default ./compare)",
+    )
 
     federated = verbs.add_parser(
         "federated", help="simulate federated training of a config's federated: section"
@@ -116,6 +128,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.verb == "compare":  # reads files only: no JAX
+        return _compare(args)
     from jaxtrain.config import ConfigError, load_config
     from jaxtrain.config.messages import printable
     from jaxtrain.config.verbs import check_verb
@@ -244,6 +258,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteError as err:  # not the user's typo, but a clear end all the same
         print(f"jaxtrain: training failed: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from jaxtrain.compare import CompareError, compare
+    from jaxtrain.config.messages import printable
+
+    try:
+        result = compare(args.runs, args.out)
+    except CompareError as err:
+        print(f"jaxtrain: error: {printable(str(err))}", file=sys.stderr)
+        return 2
+    print("\n".join(result["table"]))
+    print(f"figure: {result['files']['compare.png']}")
     return 0
 
 

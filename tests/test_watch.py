@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from jaxtrain.logging.progress import Progress, format_duration
 from jaxtrain.logging.quiet import quiet_library_warnings
@@ -27,6 +28,7 @@ train: {epochs: 2, log_every: 2}
 """
 
 
+@pytest.mark.slow  # a fresh process (~7 s); the Progress tests below pin the lines in-process
 def test_without_a_terminal_every_log_point_is_a_line_and_stdout_ends_with_json(
     tmp_path: Path,
 ) -> None:
