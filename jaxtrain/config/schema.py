@@ -406,6 +406,13 @@ class TrainConfig:
     bfloat16 with float32 parameters, optimizer state and loss. ``micro_batches`` splits each
     batch into that many micro-batches whose gradients are accumulated (by ``lax.scan``) into
     one update.
+
+    ``extend_schedule`` says what the learning rate does when ``--resume RUN
+    train.epochs=N`` extends a run past the length its schedule was laid out for:
+    ``continue`` (stay at the value the schedule ended on) or ``restart`` (the schedule
+    again over the added steps: warmup, then constant or a new cosine). Unset, a constant
+    schedule continues and a decaying one asks. Each extension is a stage (``stages.json``;
+    the earlier stage's results move to ``stages/<k>/``).
     """
 
     epochs: Epochs = 10
@@ -421,6 +428,7 @@ class TrainConfig:
     fused_epochs: bool = False
     precision: Literal["float32", "bfloat16"] = "float32"
     micro_batches: PositiveInt = 1
+    extend_schedule: Literal["continue", "restart"] | None = None
 
     @model_validator(mode="after")
     def _one_monitor(self) -> TrainConfig:

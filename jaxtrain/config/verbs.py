@@ -20,6 +20,7 @@ _LOOP_ONLY = {
         ("parallel", "a sweep places its members on devices itself (sweep.devices)"),
         ("early_stopping", "stop weak members with sweep.halving instead"),
         ("reduce_on_plateau", "a sweep has no per-member plateau schedule; sweep the rate"),
+        ("extend_schedule", "a sweep is not extended by --resume; start a longer sweep"),
     ],
     "federated": [
         ("parallel", "a round places its clients itself (one vmapped program)"),
@@ -28,6 +29,10 @@ _LOOP_ONLY = {
         ("epochs", "federated runs train for federated.rounds (federated.local_epochs per round)"),
         ("eval_every", "use federated.eval_every (rounds)"),
         ("fused_epochs", "clients always train as one scan on the device"),
+        ("extend_schedule", "a client's schedule spans one round; add federated.rounds"),
+    ],
+    "learning-curve": [
+        ("extend_schedule", "every point is a new run, never extended"),
     ],
 }
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxtrain.config import ConfigError, load_config
+from jaxtrain.config import ConfigError, dump_config, load_config
 from jaxtrain.config.verbs import check_verb
 from jaxtrain.runner.checks import check_resumable, checked_data, resumed_config
 from jaxtrain.runner.run_dirs import (
@@ -22,6 +22,7 @@ from jaxtrain.runner.run_dirs import (
     run_lock,
     start_run,
 )
+from jaxtrain.runner.stages import begin_stage, plan_extension, read_stages
 
 RESUMABLE_PREFIX = "train."  # settings a resumed run may change (length, logging, keeping)
 # ... and where it runs: a checkpoint of any placement restores into any other.
@@ -59,10 +60,18 @@ def train(
         check_verb(config, "train", run_dir / CONFIG_FILE)
         initialize_distributed(config.distributed)
         with _writer_lock(run_dir):  # checked before anything in the directory changes
-            config, data = resumed_config(run_dir, overrides, is_writer())
+            before = load_config(run_dir / CONFIG_FILE)
+            config, data = resumed_config(run_dir, overrides, writer=False)
+            stages = _extension(run_dir, before, config, data)  # may refuse: nothing written
             if is_writer():
+                if overrides:
+                    dump_config(config, run_dir / CONFIG_FILE)
+                if stages is not None:
+                    moved = begin_stage(run_dir, stages)
+                    _announce_stage(run_dir, stages, moved)
                 announce(run_dir, "resuming run directory")
-            return _train_locked(config, run_dir, data, resume, progress, report)
+            stages = read_stages(run_dir) if stages is None else stages
+            return _train_locked(config, run_dir, data, resume, progress, report, stages)
     if config_path is None:
         raise ConfigError("a config file is required (or --resume RUN_DIR)")
     config = load_config(config_path, overrides)
@@ -80,6 +89,36 @@ def train(
         return _train_locked(config, run_dir, data, resume, progress, report)
 
 
+def _extension(run_dir: Path, before, after, data) -> list[dict] | None:
+    """The run's stages when this resume extends it (see :mod:`jaxtrain.runner.stages`)."""
+    from jaxtrain.models import is_fitted
+    from jaxtrain.train.extend import rate_at
+    from jaxtrain.train.pieces import total_steps
+
+    if is_fitted(after.model):
+        return None
+    train_size = len(data.splits["train"])
+    steps_before, steps_after = total_steps(before, train_size), total_steps(after, train_size)
+    if steps_after == steps_before:
+        return None
+    stages = read_stages(run_dir)
+    final = rate_at(before.optimizer, stages, steps_before)
+    return plan_extension(run_dir, before, after, steps_before, steps_after, final)
+
+
+def _announce_stage(run_dir: Path, stages: list[dict], moved: Path | None) -> None:
+    import sys
+
+    stage = stages[-1]
+    kept = f"; stage {stages[-2]['stage']}'s results are kept in {moved}" if moved else ""
+    print(
+        f"jaxtrain: stage {stage['stage']}: steps {stage['start_step']}..{stage['end_step']} "
+        f"(train.epochs={stage['epochs']}), learning rate schedule: {stage['schedule']}{kept}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _writer_lock(run_dir: Path):
     """The run directory's lock, held by the process that writes it (process 0)."""
     from jaxtrain.distributed import is_writer
@@ -87,7 +126,7 @@ def _writer_lock(run_dir: Path):
     return run_lock(run_dir) if is_writer() else contextlib.nullcontext()
 
 
-def _train_locked(config, run_dir, data, resume, progress, report):
+def _train_locked(config, run_dir, data, resume, progress, report, stages=()):
     from jaxtrain.files import write_json
     from jaxtrain.models import is_fitted
     from jaxtrain.train import RunResult, stop_on_signals, train_and_evaluate
@@ -110,6 +149,7 @@ def _train_locked(config, run_dir, data, resume, progress, report):
             callbacks=(preemption,),
             progress=progress,
             report=report,
+            stages=stages,
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from jaxtrain.logging.progress import Progress
 from jaxtrain.train.advance import make_advance, training_stream
 from jaxtrain.train.callbacks import Callback, EarlyStopping, PlateauSchedule, chain
 from jaxtrain.train.evaluate import evaluate, scalars
+from jaxtrain.train.extend import from_stages
 from jaxtrain.train.optim import PEAK, scale_learning_rate
 from jaxtrain.train.parallel import build_placement
 from jaxtrain.train.periodic import Every, Halt, Jump, run_periodic
@@ -68,6 +70,7 @@ def train_and_evaluate(
     callbacks: tuple[Callback, ...] = (),
     progress: bool = True,
     report: bool = True,
+    stages: Sequence[dict] = (),
 ) -> RunResult:
     """Train ``config`` in ``run_dir`` (which must exist), evaluate, checkpoint, report.
 
@@ -76,10 +79,15 @@ def train_and_evaluate(
     done the best checkpoint is evaluated on the test split and ``metrics.json`` written; with
     ``report`` the analysis stage follows (plots, ``report.md``; ``jaxtrain report`` can run
     it later). With ``resume`` the latest intact checkpoint in ``run_dir`` is restored (state
-    and data position) and training continues exactly where it stopped.
+    and data position) and training continues exactly where it stopped. ``stages``: the
+    run's ``stages.json`` records when it was extended (the schedule then spans each stage,
+    see :mod:`jaxtrain.train.extend`).
     """
     run_dir = Path(run_dir)
-    pieces = build_pieces(config, data, pretrained=not resume)
+    first_stage, extensions = from_stages(stages)
+    pieces = build_pieces(
+        config, data, pretrained=not resume, steps=first_stage, extensions=extensions
+    )
     placement = build_placement(config.train.parallel)
     placement.check_batch(config.data.batch_size, "data.batch_size")
     placement.check_batch(config.data.eval_batch_size, "data.eval_batch_size")

@@ -9,7 +9,7 @@ with a leading population axis therefore trains a different setting per member (
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxtrain.config import AdamConfig, AdamWConfig, ScheduleConfig, SGDConfig
+from jaxtrain.train.extend import Extension, extend_schedule
 
 PEAK = "peak_learning_rate"
 ScheduleShape = Callable[[jax.Array, jax.Array], jax.Array]  # (peak, count) -> learning rate
@@ -115,6 +116,7 @@ def build_optimizer(
     config: AdamConfig | AdamWConfig | SGDConfig,
     total_steps: int,
     wrap: Callable[[optax.GradientTransformation], optax.GradientTransformation] | None = None,
+    extensions: Sequence[Extension] = (),
 ) -> optax.GradientTransformation:
     """The configured optimizer with its settings in the state (see :func:`inject_hyperparams`):
     ``hyperparams`` holds ``peak_learning_rate`` (= ``config.learning_rate``), the current
@@ -122,11 +124,17 @@ def build_optimizer(
 
     ``wrap`` transforms the inner optimizer (inside the hyperparameter state, so
     ``hyperparams`` stays on top): transfer learning uses it to keep no state for frozen
-    parameters, scale learning rates per layer and gate gradual unfreezing.
+    parameters, scale learning rates per layer and gate gradual unfreezing. ``extensions``
+    are the later stages of an extended run (:mod:`jaxtrain.train.extend`); the schedule
+    then spans ``total_steps`` (stage 1) and continues or restarts over each.
     """
 
     def shape(peak: jax.Array, count: jax.Array) -> jax.Array:
-        return build_schedule(peak, config.schedule, total_steps)(count)
+        schedule = build_schedule(peak, config.schedule, total_steps)
+        if extensions:
+            fresh = lambda steps: build_schedule(peak, config.schedule, steps)  # noqa: E731
+            schedule = extend_schedule(schedule, extensions, fresh)
+        return schedule(count)
 
     def wrapped(factory):
         return factory if wrap is None else (lambda **kwargs: wrap(factory(**kwargs)))
