@@ -38,8 +38,29 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         help="skip the analysis stage (plots, report.md); `jaxtrain report RUN_DIR` runs it later",
     )
 
-    evaluate = verbs.add_parser("eval", help="re-evaluate a run's best checkpoint")
+    evaluate = verbs.add_parser(
+        "eval", help="evaluate a run's checkpoint on a split, or score a new table with it"
+    )
     evaluate.add_argument("run_dir")
+    evaluate.add_argument(
+        "--split",
+        action="append",
+        choices=("train", "validation", "test"),
+        help="split to evaluate (repeatable; default validation and test)",
+    )
+    evaluate.add_argument(
+        "--checkpoint", default="best", help="best (default), latest or a step number"
+    )
+    evaluate.add_argument(
+        "--data",
+        metavar="PATH",
+        help="score this .csv/.parquet (the run's columns) with the run's fitted preprocessing",
+    )
+    evaluate.add_argument(
+        "--predictions",
+        metavar="OUT.csv",
+        help="write per-example predictions and class probabilities to this CSV",
+    )
 
     report = verbs.add_parser(
         "report", help="re-run a finished run's analysis stage: plots, metrics.json, report.md"
@@ -250,8 +271,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.verb == "report":
             print(f"report: {report_run(args.run_dir)}")
         else:
-            result = evaluate_run(args.run_dir)
-            print(json.dumps({"step": result["step"], **_headline(result["test"])}))
+            result = evaluate_run(
+                args.run_dir,
+                splits=tuple(args.split) if args.split else None,
+                checkpoint=args.checkpoint,
+                data_path=args.data,
+                predictions=args.predictions,
+            )
+            print(json.dumps(_eval_headline(result)))
     except (ConfigError, DatasetError, RunError, CorruptCheckpoint, DamagedFile) as err:
         print(f"jaxtrain: error: {printable(str(err))}", file=sys.stderr)  # one line
         return 2
@@ -282,6 +309,18 @@ def _config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[st
     if args.resume and config and "=" in config:
         return None, [config, *overrides]
     return config, overrides
+
+
+def _eval_headline(result: dict) -> dict:
+    """``{"step", "<split>_accuracy", ...}`` for every evaluated split (``data_`` for a file)."""
+    line = {"step": result["step"]}
+    for key, prefix in (("train", "train"), ("validation", "validation"), ("test", "test"),
+                        ("metrics", "data")):  # fmt: skip
+        if key in result:
+            line.update({f"{prefix}{k[4:]}": v for k, v in _headline(result[key]).items()})
+    if "predictions" in result:
+        line["predictions"] = result["predictions"]["file"]
+    return line
 
 
 def _headline(test: dict) -> dict:

@@ -35,6 +35,7 @@ from jaxtrain.config.distributed import DistributedConfig
 from jaxtrain.config.federated import FederatedConfig, dp_model_problem
 from jaxtrain.config.prepare import PrepareConfig
 from jaxtrain.config.sweep import SweepConfig
+from jaxtrain.config.tracking import TrackingConfig
 from jaxtrain.config.transfer import TransferConfig
 
 # TFDS's own form of a name (tensorflow_datasets.core.naming): [namespace:]name[/config]
@@ -484,6 +485,7 @@ class Config:
     fairness: FairnessConfig | None = None
     distributed: DistributedConfig | None = None
     transfer: TransferConfig | None = None
+    tracking: TrackingConfig | None = None
 
     @model_validator(mode="after")
     def _micro_batches_divide_batch(self) -> Config:

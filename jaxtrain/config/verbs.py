@@ -39,7 +39,9 @@ _LOOP_ONLY = {
 
 def check_verb(config: Config, verb: str, source: object = "config") -> None:
     """Raise :class:`ConfigError` naming ``source`` and the key when ``config`` sets something
-    ``verb`` (``train``, ``sweep``, ``federated``, ``learning-curve``) cannot honour."""
+    ``verb`` (``train``, ``sweep``, ``federated``, ``learning-curve``, ``eval``) cannot
+    honour."""
+    _check_tracking(config, verb, source)
     train = config.train
     for key, reason in _LOOP_ONLY.get(verb, []):
         if getattr(train, key) != getattr(_DEFAULT_TRAIN, key):
@@ -68,4 +70,19 @@ def check_verb(config: Config, verb: str, source: object = "config") -> None:
             raise ConfigError(
                 f"{source}: train.micro_batches: {train.micro_batches} does not divide the "
                 f"clients' batch of {batch} (federated.batch_size or data.batch_size)"
+            )
+
+
+def _check_tracking(config: Config, verb: str, source: object) -> None:
+    """Every verb logs to the configured trackers (train, sweep members, federated rounds,
+    learning-curve points, evaluations); a tracker whose library is missing is refused."""
+    import importlib.util
+
+    tracking = config.tracking
+    if tracking is not None and tracking.mlflow is not None:
+        if importlib.util.find_spec("mlflow") is None:
+            raise ConfigError(
+                f"{source}: tracking.mlflow: the mlflow package is not installed, so jaxtrain "
+                f"{verb} cannot log to MLflow; pip install 'jaxtrain[mlflow]' (or remove "
+                "tracking.mlflow)"
             )

@@ -235,7 +235,7 @@ def _run(config, fed, run_dir, pieces, checkpoints, resume, progress, callback, 
 
     purge = resumed_from + 1 if resumed_from else None
     with (
-        RunOutputs(run_dir, purge_step=purge) as outputs,
+        RunOutputs(run_dir, purge_step=purge, config=config) as outputs,
         Progress(
             fed.rounds,
             initial=resumed_from,
@@ -264,6 +264,7 @@ def _run(config, fed, run_dir, pieces, checkpoints, resume, progress, callback, 
                   "validation": seen["validation"], "test": None, "epsilon": epsilon(round_),
                   "run_dir": str(run_dir), "server": server}  # fmt: skip
         if outcome.status != "finished":
+            outputs.status = "KILLED"  # the tracked run is resumable, not finished
             return result
         if seen["skipped"]:
             print(f"jaxtrain: warning: {seen['skipped']} round(s) had a non-finite loss "

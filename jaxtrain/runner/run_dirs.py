@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from jaxtrain.config import Config, dump_config
-from jaxtrain.files import read_json, write_json
+from jaxtrain.files import read_json, write_json, write_text_atomic
 
 RUNS_DIR_ENV = "JAXTRAIN_RUNS_DIR"
 CONFIG_FILE = "config.yaml"
 DATA_STATS_FILE = "data_stats.json"  # statistics fitted on the training split, reused later
+SPLIT_ROWS_FILE = "split_rows.csv"  # which source row went to which split
 LOCK_FILE = ".lock"
 
 
@@ -74,7 +75,37 @@ def start_run(config: Config, runs_dir: str | Path | None, data, suffix: str = "
     write_json(run_dir / "environment.json", environment())
     if data.report is not None:
         write_data_report(run_dir, data.report)
+        warn_leakage(data.report.leakage, run_dir)
+    if data.rows:
+        write_split_rows(run_dir / SPLIT_ROWS_FILE, data.rows)
     return run_dir
+
+
+def write_split_rows(path: Path, rows: dict) -> Path:
+    """``split_rows.csv``: ``row,split`` for every example the run uses, in split order
+    (train, validation, test), each row its position in the source (a table's data row,
+    counting from 0 after the header; for a bundled dataset, its position in the source's
+    own splits laid end to end). Rows dropped by data preparation are absent."""
+    lines = ["row,split"]
+    for split, positions in rows.items():
+        lines += [f"{int(r)},{split}" for r in positions]
+    return write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def warn_leakage(leakage: dict | None, run_dir: Path) -> None:
+    """A console warning when the same example sits in two splits (data_report.md lists
+    them; ``data.prepare.leakage: error`` refuses such data, ``off`` skips the check)."""
+    if not leakage or not leakage.get("found"):
+        return
+    pairs = leakage.get("pairs") or {}
+    detail = ", ".join(f"{pair} {d['examples']}" for pair, d in pairs.items())
+    print(
+        f"jaxtrain: warning: {leakage['found']} example(s) sit in two splits ({detail}): held-"
+        f"out metrics will be optimistic; see {run_dir / 'data_report.md'} "
+        "(data.prepare.leakage: error refuses such data)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 # CPU features XLA's CPU code generator may use: vector width and fused multiply-add change

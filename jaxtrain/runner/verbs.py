@@ -26,7 +26,7 @@ from jaxtrain.runner.stages import begin_stage, plan_extension, read_stages
 
 RESUMABLE_PREFIX = "train."  # settings a resumed run may change (length, logging, keeping)
 # ... and where it runs: a checkpoint of any placement restores into any other.
-RESUMABLE_PREFIXES = (RESUMABLE_PREFIX, "distributed.")
+RESUMABLE_PREFIXES = (RESUMABLE_PREFIX, "distributed.", "tracking.")
 FEDERATED_RESUMABLE = ("train.", "federated.rounds", "federated.eval_every",
                        "federated.checkpoint_every")  # fmt: skip
 
@@ -54,7 +54,7 @@ def train(
 
     if resume is not None:
         run_dir = existing_run(resume)
-        allowed = f"{RESUMABLE_PREFIX}* and distributed.* settings"
+        allowed = f"{RESUMABLE_PREFIX}*, distributed.* and tracking.* settings"
         check_resumable(run_dir, overrides, RESUMABLE_PREFIXES, allowed)
         config = load_config(run_dir / CONFIG_FILE, overrides)
         check_verb(config, "train", run_dir / CONFIG_FILE)

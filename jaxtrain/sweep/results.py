@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from jaxtrain.config import Config, config_to_dict
-from jaxtrain.logging import write_report
+from jaxtrain.logging.outputs import RunOutputs
 
 MEMBERS_CSV, MEMBERS_JSON = "members.csv", "members.json"
 
@@ -71,37 +71,47 @@ def write_results(run_dir: Path, config: Config, summary: Mapping[str, Any]) -> 
             + " | ".join(cells)
             + f" | {r['best_value']:.4f} | {r['best_step']} | {r['step']} | {r['status']} |"
         )
-    write_report(
-        run_dir,
-        {
-            "name": f"{config.name} (sweep of {len(rows)} members)",
-            "config": config_to_dict(config),
-            "training": {
-                "members": len(rows),
-                "groups": summary["groups"],
-                "best_member": best["member"],
-                "best_step": best["step"],
-                "wall_time_s": summary["wall_time_s"],
+    with RunOutputs(run_dir, config=config) as outputs:
+        outputs.members(rows, metric)
+        headline = {f"validation_{k}": v for k, v in best["validation"].items()}
+        headline.update({f"test_{k}": v for k, v in scalars_of(best["test"]).items()})
+        outputs.metrics(best["step"] or 0, "best", headline)
+        outputs.report(
+            {
+                "name": f"{config.name} (sweep of {len(rows)} members)",
+                "config": config_to_dict(config),
+                "training": {
+                    "members": len(rows),
+                    "groups": summary["groups"],
+                    "best_member": best["member"],
+                    "best_step": best["step"],
+                    "wall_time_s": summary["wall_time_s"],
+                },
+                "validation": {k: v for k, v in best["validation"].items()},
+                "test": None,
+                "sections": {
+                    "Best member": [
+                        f"Member {best['member']} with settings `{json.dumps(best['settings'])}`: "
+                        f"validation {metric} {best['validation'][metric]:.4f} at step "
+                        f"{best['step']}; test "
+                        + ", ".join(
+                            f"{k} {v:.4f}"
+                            for k, v in best["test"].items()
+                            if k in ("accuracy", "f1_macro", "loss", "r2", "rmse")
+                        )
+                        + ". Its checkpoint is in `best/` (`jaxtrain eval <sweep>/best`).",
+                    ],
+                    f"Members (top {min(20, len(ranked))} by validation {metric})": table,
+                },
+                "plots": {name: path.name for name, path in plots.items()},
             },
-            "validation": {k: v for k, v in best["validation"].items()},
-            "test": None,
-            "sections": {
-                "Best member": [
-                    f"Member {best['member']} with settings `{json.dumps(best['settings'])}`: "
-                    f"validation {metric} {best['validation'][metric]:.4f} at step "
-                    f"{best['step']}; test "
-                    + ", ".join(
-                        f"{k} {v:.4f}"
-                        for k, v in best["test"].items()
-                        if k in ("accuracy", "f1_macro", "loss", "r2", "rmse")
-                    )
-                    + ". Its checkpoint is in `best/` (`jaxtrain eval <sweep>/best`).",
-                ],
-                f"Members (top {min(20, len(ranked))} by validation {metric})": table,
-            },
-            "plots": {name: path.name for name, path in plots.items()},
-        },
-    )
+        )
+
+
+def scalars_of(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {
+        k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 def _fmt(value: Any) -> str:

@@ -133,7 +133,9 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
     start = (step, iterator.get_state(), host_state)  # where a rollback with no checkpoint goes
     record = {"reductions": [], "rollbacks": [], "lr_factor": 1.0, "first_call_s": 0.0,
               "first_count": 0, "saved": None, "state": None}  # fmt: skip
-    outputs = RunOutputs(run_dir, enabled=is_writer(), purge_step=step + 1 if step else None)
+    outputs = RunOutputs(
+        run_dir, enabled=is_writer(), purge_step=step + 1 if step else None, config=config
+    )
     bar = Progress(total, initial=step, desc=config.name, enabled=progress and is_writer(),
                    examples_per_step=config.data.batch_size,
                    steps_per_epoch=train_size / config.data.batch_size)  # fmt: skip
@@ -218,6 +220,7 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
         checkpoints.wait()
         final_state = placement.host_state(state)
         if outcome.status == "stopped":
+            outputs.status = "KILLED"  # the tracked run is resumable, not finished
             return RunResult("stopped", outcome.step, total, final_state, None, run_dir)
         timed = outcome.step - resumed_from - record["first_count"]
         step_seconds = (train_seconds - record["first_call_s"]) / timed if timed > 0 else None
