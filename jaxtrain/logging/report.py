@@ -79,7 +79,12 @@ def _summary_section(summary: Mapping[str, Any]) -> list[str]:
     ]
     if training.get("resumed_from") is not None:
         rows.append(("resumed from step", training["resumed_from"]))
-    return ["## Summary", "", *_table(["item", "value"], rows)]
+    for key, label in (("members", "members"), ("groups", "programs (groups)"),
+                       ("best_member", "best member")):  # fmt: skip
+        if training.get(key) is not None:
+            rows.append((label, training[key]))
+    known = [(item, value) for item, value in rows if value not in (None, "n/a")]
+    return ["## Summary", "", *_table(["item", "value"], known)]
 
 
 def _entry(per_class: Mapping[str, Sequence[Any]], column: str, i: int) -> Any:
