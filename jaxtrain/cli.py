@@ -107,6 +107,21 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         default=[0.1, 0.25, 0.5, 1.0],
         help="shares of the training split (default 0.1 0.25 0.5 1.0)",
     )
+    curve.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="train every point for exactly N steps (a fixed budget; default: train.epochs "
+        "over each share)",
+    )
+    curve.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train every point K times (init seed and subsample seed + 0..K-1); the table, "
+        "plot and verdict then show 95%% intervals over the seeds",
+    )
     curve.add_argument("--runs-dir", help="where run directories go (default ./runs)")
     curve.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -254,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.fractions,
                 runs_dir=args.runs_dir,
                 progress=not args.no_progress,
+                steps=args.steps,
+                seeds=args.seeds,
             )
             print(f"run directory: {run_dir}")
             print(result["verdict"])

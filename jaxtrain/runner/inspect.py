@@ -171,6 +171,7 @@ def report_run(run_dir: str | Path) -> Path:
 
 
 def _report_locked(run_dir: Path) -> Path:
+    from jaxtrain.logging.outputs import RunOutputs
     from jaxtrain.models import is_fitted
     from jaxtrain.train.pieces import build_pieces
     from jaxtrain.train.post_run import analyse_run, report_state
@@ -184,7 +185,9 @@ def _report_locked(run_dir: Path) -> Path:
     if (run_dir / "learning_curve.json").is_file():
         from jaxtrain.learning_curve import write_curve_report
 
-        write_curve_report(run_dir, config.name, read_json(run_dir / "learning_curve.json"))
+        with RunOutputs(run_dir, config=config) as outputs:
+            write_curve_report(run_dir, config, read_json(run_dir / "learning_curve.json"),
+                               outputs)  # fmt: skip
         return run_dir / "report.md"
     if not (run_dir / "metrics.json").is_file():
         raise RunError(f"{run_dir}: the run has not finished (no metrics.json); resume it first")

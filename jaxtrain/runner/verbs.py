@@ -27,6 +27,8 @@ from jaxtrain.runner.stages import begin_stage, plan_extension, read_stages
 RESUMABLE_PREFIX = "train."  # settings a resumed run may change (length, logging, keeping)
 # ... and where it runs: a checkpoint of any placement restores into any other.
 RESUMABLE_PREFIXES = (RESUMABLE_PREFIX, "distributed.", "tracking.")
+MAX_CURVE_STEPS = 2**31 - 1  # the step counter is a 32-bit integer
+MAX_CURVE_SEEDS = 100  # a sanity cap: every seed of every fraction is a full run
 FEDERATED_RESUMABLE = ("train.", "federated.rounds", "federated.eval_every",
                        "federated.checkpoint_every")  # fmt: skip
 
@@ -290,9 +292,13 @@ def learning_curve_run(
     *,
     runs_dir: str | Path | None = None,
     progress: bool = True,
+    steps: int | None = None,
+    seeds: int = 1,
 ) -> tuple[Path, dict[str, Any]]:
     """``jaxtrain learning-curve``: train ``config_path`` on growing shares of its training
-    split (see :mod:`jaxtrain.learning_curve`); returns the directory and the result."""
+    split (see :mod:`jaxtrain.learning_curve`), each for ``steps`` steps (default:
+    ``train.epochs`` over the share) and ``seeds`` times; returns the directory and the
+    result."""
     from jaxtrain.data import DatasetError
     from jaxtrain.learning_curve import learning_curve
     from jaxtrain.logging.progress import announce
@@ -300,6 +306,12 @@ def learning_curve_run(
     bad = [f for f in fractions if not 0 < f <= 1]
     if bad or not fractions:
         raise ConfigError(f"--fractions: each must be in (0, 1], got {list(fractions)}")
+    if len(set(fractions)) != len(fractions):
+        raise ConfigError(f"--fractions: each share once, got {list(fractions)}")
+    if steps is not None and not 1 <= steps <= MAX_CURVE_STEPS:
+        raise ConfigError(f"--steps: {steps} is outside 1..{MAX_CURVE_STEPS:,}")
+    if not 1 <= seeds <= MAX_CURVE_SEEDS:
+        raise ConfigError(f"--seeds: {seeds} is outside 1..{MAX_CURVE_SEEDS}")
     config = load_config(config_path, overrides)
     check_verb(config, "learning-curve", config_path)
     check_runs_dir(runs_dir)
@@ -312,4 +324,6 @@ def learning_curve_run(
         )
     run_dir = start_run(config, runs_dir, data, suffix="_learning_curve")
     announce(run_dir)
-    return run_dir, learning_curve(config, run_dir, data, fractions, progress=progress)
+    return run_dir, learning_curve(
+        config, run_dir, data, fractions, progress=progress, steps=steps, seeds=seeds
+    )

@@ -9,6 +9,7 @@ what happens after the last step is :mod:`jaxtrain.train.post_run`.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -71,6 +72,7 @@ def train_and_evaluate(
     progress: bool = True,
     report: bool = True,
     stages: Sequence[dict] = (),
+    total_steps: int | None = None,
 ) -> RunResult:
     """Train ``config`` in ``run_dir`` (which must exist), evaluate, checkpoint, report.
 
@@ -81,13 +83,20 @@ def train_and_evaluate(
     it later). With ``resume`` the latest intact checkpoint in ``run_dir`` is restored (state
     and data position) and training continues exactly where it stopped. ``stages``: the
     run's ``stages.json`` records when it was extended (the schedule then spans each stage,
-    see :mod:`jaxtrain.train.extend`).
+    see :mod:`jaxtrain.train.extend`). ``total_steps``: train exactly that many steps (a
+    learning curve's fixed budget; ``train.epochs`` must cover them) instead of
+    ``train.epochs`` full passes.
     """
     run_dir = Path(run_dir)
     first_stage, extensions = from_stages(stages)
     pieces = build_pieces(
-        config, data, pretrained=not resume, steps=first_stage, extensions=extensions
-    )
+        config, data, pretrained=not resume, steps=first_stage or total_steps,
+        extensions=extensions,
+    )  # fmt: skip
+    if total_steps is not None:
+        if total_steps > pieces.total_steps:
+            raise ValueError(f"total_steps={total_steps} is more than train.epochs cover")
+        pieces = dataclasses.replace(pieces, total_steps=total_steps)
     placement = build_placement(config.train.parallel)
     placement.check_batch(config.data.batch_size, "data.batch_size")
     placement.check_batch(config.data.eval_batch_size, "data.eval_batch_size")
