@@ -20,6 +20,7 @@ from jaxtrain.runner.run_dirs import (
 )
 
 SPLITS = ("train", "validation", "test")
+MAX_NEW_TOKENS = 1 << 20  # a sanity cap: generation is one token at a time
 
 
 def evaluate_run(
@@ -219,8 +220,10 @@ def generate_text(
     run (bytes sampled with ``temperature`` and ``top_k``, through the KV cache).
 
     Returns the prompt followed by the generated text (bytes that are not valid UTF-8 on their
-    own are shown as U+FFFD). Raises RunError for a run that is not a language model, and when
-    prompt plus new tokens exceed the model's context (``data.sequence_length``).
+    own are shown as U+FFFD). Prompt and output may be longer than the model's context
+    (``data.sequence_length``): the window then slides (see
+    :func:`jaxtrain.models.transformer.generate`). Raises RunError for a run that is not a
+    language model and for an empty prompt.
     """
     import jax
 
@@ -231,13 +234,15 @@ def generate_text(
     config = load_config(run_dir / CONFIG_FILE)
     if config.model.name != "transformer_lm":
         raise RunError(f"{run_dir}: model.name is {config.model.name}, not transformer_lm")
-    tokens = np.frombuffer(prompt.encode("utf-8"), np.uint8).astype(np.int32)
-    context = config.data.sequence_length
-    if not 1 <= len(tokens) + max_new_tokens <= context or len(tokens) == 0:
+    tokens = np.frombuffer(prompt.encode("utf-8", errors="surrogateescape"), np.uint8)
+    tokens = tokens.astype(np.int32)
+    if len(tokens) == 0:
         raise RunError(
-            f"--prompt ({len(tokens)} bytes) + --max-new-tokens ({max_new_tokens}) must be "
-            f"between 1 and the model's context of {context} bytes (data.sequence_length)"
+            "--prompt is empty: give at least one character to continue (the byte model has "
+            "no start-of-text token to begin from)"
         )
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise RunError(f"--max-new-tokens: {max_new_tokens} is outside 1..{MAX_NEW_TOKENS:,}")
     if top_k is not None and not 1 <= top_k <= 256:
         raise RunError(f"--top-k: {top_k} is outside 1..256 (the byte vocabulary)")
     if temperature < 0:
