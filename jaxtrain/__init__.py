@@ -16,8 +16,8 @@ The public API, by layer (see README "Python API"):
            ``jaxtrain.metrics`` (ranking, probabilistic, regression, fairness, bootstrap)
 - transfer: ``build_transfer``, ``load_pretrained``, ``LoRAModel``, ``merge_lora``,
            ``read_weights_file``, ``write_weights_file``, ``TransferError``
-- checkpoint / logging / runner: ``Checkpoints``, ``MetricWriter``, ``train``, ``evaluate_run``,
-           ``generate_text``
+- checkpoint / logging / runner: ``Checkpoints``, ``MetricWriter``, ``RunOutputs``,
+           ``Progress``, ``train``, ``evaluate_run``, ``generate_text``, ``compare_runs``
 """
 
 from __future__ import annotations
@@ -100,6 +100,9 @@ _EXPORTS = {
     "read_weights_file": "jaxtrain.transfer",
     "write_weights_file": "jaxtrain.transfer",
     "TransferError": "jaxtrain.transfer",
+    "compare_runs": "jaxtrain.compare",
+    "RunOutputs": "jaxtrain.logging.outputs",
+    "Progress": "jaxtrain.logging.progress",
 }
 
 __all__ = sorted(_EXPORTS)

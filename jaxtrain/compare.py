@@ -129,6 +129,9 @@ def compare(paths: Sequence[str | Path], out_dir: str | Path | None = None) -> d
     return {"keys": keys, "rows": rows, "table": table, "files": files}
 
 
+compare_runs = compare  # the public name (``jaxtrain.compare`` is this module)
+
+
 def markdown_table(rows: Sequence[Row], keys: Sequence[str]) -> list[str]:
     """The comparison as a markdown table: run, the differing keys, the best step, the
     validation metrics at it, the test metrics with their 95% bootstrap intervals."""

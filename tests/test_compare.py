@@ -123,3 +123,12 @@ def test_mistakes_are_one_line_errors(tmp_path: Path, capsys) -> None:
     one = _fake_run(tmp_path / "one", config, [], 0.9)
     with pytest.raises(CompareError, match="compare needs two or more"):
         compare([one, one])
+
+
+def test_compare_reads_files_without_importing_jax() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, jaxtrain.compare; print('jax' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]

@@ -178,6 +178,9 @@ def _report_locked(run_dir: Path) -> Path:
     from jaxtrain.train.post_run import analyse_run, report_state
 
     config = load_config(run_dir / CONFIG_FILE)
+    from jaxtrain.config.verbs import check_verb
+
+    check_verb(config, "report", run_dir / CONFIG_FILE)  # a tracker it can log to
     if config.sweep is not None and (run_dir / "members.json").is_file():
         from jaxtrain.sweep.results import write_results
 
