@@ -172,14 +172,13 @@ def report_run(run_dir: str | Path) -> Path:
 
 
 def _report_locked(run_dir: Path) -> Path:
+    from jaxtrain.config.verbs import check_verb
     from jaxtrain.logging.outputs import RunOutputs
     from jaxtrain.models import is_fitted
     from jaxtrain.train.pieces import build_pieces
     from jaxtrain.train.post_run import analyse_run, report_state
 
     config = load_config(run_dir / CONFIG_FILE)
-    from jaxtrain.config.verbs import check_verb
-
     check_verb(config, "report", run_dir / CONFIG_FILE)  # a tracker it can log to
     if config.sweep is not None and (run_dir / "members.json").is_file():
         from jaxtrain.sweep.results import write_results
@@ -189,9 +188,9 @@ def _report_locked(run_dir: Path) -> Path:
     if (run_dir / "learning_curve.json").is_file():
         from jaxtrain.learning_curve import write_curve_report
 
+        curve = read_json(run_dir / "learning_curve.json", "learning_curve.json")
         with RunOutputs(run_dir, config=config) as outputs:
-            write_curve_report(run_dir, config, read_json(run_dir / "learning_curve.json"),
-                               outputs)  # fmt: skip
+            write_curve_report(run_dir, config, curve, outputs)
         return run_dir / "report.md"
     if not (run_dir / "metrics.json").is_file():
         raise RunError(f"{run_dir}: the run has not finished (no metrics.json); resume it first")

@@ -102,9 +102,15 @@ def run_sweep(
                 done.position if done.position and done.position["group"] == group.index else None
             )
             desc = config.name if len(groups) == 1 else f"{config.name} group {group.index}"
-            with console.Progress(built.total_steps, initial=here["step"] if here else 0, desc=desc,
-                          enabled=progress, steps_per_epoch=built.steps_per_epoch,
-                          timed="validation") as bar:  # fmt: skip
+            bar = console.Progress(
+                built.total_steps,
+                initial=here["step"] if here else 0,
+                desc=desc,
+                enabled=progress,
+                steps_per_epoch=built.steps_per_epoch,
+                timed="validation",  # a sweep logs evaluations only: they carry the speed
+            )
+            with bar:
                 populations[group.index] = _train_group(
                     config, built, monitor, done, checkpoints, here, bar
                 )

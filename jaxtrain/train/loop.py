@@ -90,9 +90,12 @@ def train_and_evaluate(
     run_dir = Path(run_dir)
     first_stage, extensions = from_stages(stages)
     pieces = build_pieces(
-        config, data, pretrained=not resume, steps=first_stage or total_steps,
+        config,
+        data,
+        pretrained=not resume,
+        steps=first_stage or total_steps,
         extensions=extensions,
-    )  # fmt: skip
+    )
     if total_steps is not None:
         if total_steps > pieces.total_steps:
             raise ValueError(f"total_steps={total_steps} is more than train.epochs cover")
