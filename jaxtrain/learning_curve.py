@@ -51,16 +51,22 @@ def subsample(data: PreparedData, fraction: float, seed: int) -> PreparedData:
     return dataclasses.replace(data, splits=splits)
 
 
-def interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+def interval(
+    values: Sequence[float],
+    confidence: float = CONFIDENCE,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> tuple[float, float] | None:
     """The two-sided ``confidence`` t-interval of the mean of ``values`` (None for fewer
-    than two values): ``mean +- t_{(1+c)/2, n-1} * sd / sqrt(n)``."""
+    than two values): ``mean +- t_{(1+c)/2, n-1} * sd / sqrt(n)``, clipped to ``bounds``
+    (an accuracy's mean lies in [0, 1])."""
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], np.float64)
     if len(x) < 2:
         return None
     from scipy import stats
 
     half = stats.t.ppf((1 + confidence) / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return float(x.mean() - half), float(x.mean() + half)
+    low, high = max(x.mean() - half, bounds[0]), min(x.mean() + half, bounds[1])
+    return float(low), float(high)
 
 
 def learning_curve(
@@ -116,7 +122,7 @@ def learning_curve(
                         "run_dir": child.name,
                     }
                 )
-            rows.append(_row(fraction, size, runs))
+            rows.append(_row(fraction, size, runs, monitor))
         sizes = [row["train_examples"] for row in rows]
         bands = {split: [row.get(f"{split}_interval") for row in rows]
                  for split in ("train", "validation")}  # fmt: skip
@@ -150,13 +156,14 @@ def _point_config(config: Config, seed: int, steps: int | None, size: int) -> Co
     return dataclasses.replace(config, seed=config.seed + seed, train=train)
 
 
-def _row(fraction: float, size: int, runs: list[dict]) -> dict[str, Any]:
+def _row(fraction: float, size: int, runs: list[dict], metric: str) -> dict[str, Any]:
     """One fraction: the mean over its seeds and, with two or more, the t-intervals."""
     row: dict[str, Any] = {"fraction": fraction, "train_examples": size}
+    bounds = (0.0, 1.0) if metric == "accuracy" else (0.0, math.inf)  # a loss is >= 0
     for split in ("train", "validation", "test"):
         values = [r[split] for r in runs if r[split] is not None]
         row[split] = float(np.mean(values)) if values else None
-        row[f"{split}_interval"] = interval(values)
+        row[f"{split}_interval"] = interval(values, bounds=bounds)
     row["diagnosis"] = runs[0]["diagnosis"] if len(runs) == 1 else _most_common(runs)
     row["run_dir"] = runs[0]["run_dir"]
     row["steps"] = runs[0]["steps"]

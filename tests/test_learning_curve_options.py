@@ -29,6 +29,7 @@ def test_interval_is_the_students_t_interval_of_the_mean() -> None:
     half = T_975_2DF * 1.0 / math.sqrt(3)
     assert (low, high) == pytest.approx((2 - half, 2 + half), rel=1e-9)
     assert interval([0.5]) is None and interval([]) is None
+    assert interval([0.9, 1.0], bounds=(0.0, 1.0))[1] == 1.0  # an accuracy stays in [0, 1]
 
 
 def _rows(before, after, before_ci=None, after_ci=None):
@@ -99,9 +100,8 @@ def test_seeds_and_a_budget_give_intervals_in_the_table_plot_and_verdict(tmp_pat
             values.append(summary["validation"]["accuracy"])
         assert row["validation"] == pytest.approx(np.mean(values))
         half = 12.706204736174707 * np.std(values, ddof=1) / math.sqrt(2)  # t(0.975, 1 df)
-        assert row["validation_interval"] == pytest.approx(
-            [np.mean(values) - half, np.mean(values) + half], abs=1e-9
-        )
+        expected = [max(np.mean(values) - half, 0.0), min(np.mean(values) + half, 1.0)]
+        assert row["validation_interval"] == pytest.approx(expected, abs=1e-9)
     names = sorted(p.name for p in run_dir.iterdir() if p.name.startswith("fraction_"))
     assert names == ["fraction_0.5_seed_0", "fraction_0.5_seed_1", "fraction_1_seed_0",
                      "fraction_1_seed_1"]  # fmt: skip
