@@ -116,3 +116,17 @@ def test_version_flag_prints_the_installed_version(capsys) -> None:
         main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"jaxtrain {metadata.version('jaxtrain')}"
+
+
+def test_an_override_into_a_default_section_keeps_its_default_choice(tmp_path: Path) -> None:
+    path = _write(tmp_path / "bare.yaml", "name: bare\ndata: {name: digits}\n")
+    config = load_config(path, ["optimizer.learning_rate=0.01", "model.dropout=0.2"])
+    assert (config.optimizer.name, config.optimizer.learning_rate) == ("adamw", 0.01)
+    assert (config.model.name, config.model.dropout) == ("mlp", 0.2)
+    assert load_config(path, ["model.name=cnn"]).model.name == "cnn"
+    # A sweep axis into the default optimizer is checked the same way.
+    swept = _write(
+        tmp_path / "swept.yaml",
+        "name: s\ndata: {name: digits}\nsweep: {axes: {optimizer.learning_rate: [0.1, 0.01]}}\n",
+    )
+    assert load_config(swept).sweep.axes["optimizer.learning_rate"] == [0.1, 0.01]

@@ -85,6 +85,10 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
             if not rest:
                 node[key] = value
                 break
+            if key not in node and ".".join(done) in _DEFAULT_NAMES:
+                # A section chosen by name that the file leaves at its default: an override
+                # of one of its keys (optimizer.learning_rate=0.01) keeps the default choice.
+                node[key] = {"name": _DEFAULT_NAMES[".".join(done)]}
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 prefix = ".".join(done)
@@ -127,6 +131,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+# The default choice of each section chosen by name (its dataclass default), for overrides
+# into a section the file does not write.
+_DEFAULT_NAMES = {
+    key: Config.__pydantic_fields__[key].default_factory().name for key in ("model", "optimizer")
+}
 BASE_KEY = "base"
 MAX_BASES = 32  # files in one composition (a sanity bound; a cycle is refused by name)
 UNION_SECTIONS = ("model", "optimizer", "federated.server_optimizer")  # chosen by ``name``

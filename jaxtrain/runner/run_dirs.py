@@ -64,13 +64,19 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
     raise RunError(f"{parent}: could not find a free run directory name")
 
 
-def start_run(config: Config, runs_dir: str | Path | None, data, suffix: str = "") -> Path:
+def start_run(
+    config: Config, runs_dir: str | Path | None, data, suffix: str = "", what: str = "run directory"
+) -> Path:
     """A new run directory for ``config`` (under ``runs_dir``, default :func:`default_runs_dir`)
-    holding the resolved ``config.yaml``, ``environment.json`` and, where data preparation
-    reported anything, ``data_report.md``/``.json``. Called only after every check passed."""
+    holding the resolved ``config.yaml``, ``environment.json``, ``split_rows.csv`` and, where
+    data preparation reported anything, ``data_report.md``/``.json``; announced on stderr
+    (``jaxtrain: <what>: <path>``) before anything else is said about it. Called only after
+    every check passed."""
     from jaxtrain.data import write_data_report
+    from jaxtrain.logging.progress import announce
 
     run_dir = new_run_dir(check_runs_dir(runs_dir), config.name + suffix)
+    announce(run_dir, what)
     dump_config(config, run_dir / CONFIG_FILE)
     write_json(run_dir / "environment.json", environment())
     if data.report is not None:

@@ -66,12 +66,12 @@ def train(
             config, data = resumed_config(run_dir, overrides, writer=False)
             stages = _extension(run_dir, before, config, data)  # may refuse: nothing written
             if is_writer():
+                announce(run_dir, "resuming run directory")
                 if overrides:
                     dump_config(config, run_dir / CONFIG_FILE)
                 if stages is not None:
                     moved = begin_stage(run_dir, stages)
                     _announce_stage(run_dir, stages, moved)
-                announce(run_dir, "resuming run directory")
             stages = read_stages(run_dir) if stages is None else stages
             return _train_locked(config, run_dir, data, resume, progress, report, stages)
     if config_path is None:
@@ -83,8 +83,6 @@ def train(
     data = checked_data(config, config_path)
     # Process 0 creates the run directory; the others learn its name from it.
     run_dir = start_run(config, runs_dir, data) if is_writer() else None
-    if is_writer():
-        announce(run_dir)
     if jax.process_count() > 1:
         run_dir = Path(broadcast_text(str(run_dir) if run_dir else None))
     with _writer_lock(run_dir):
@@ -195,7 +193,6 @@ def federated_run(
     except ValueError as err:
         raise ConfigError(f"{config_path}: {err}") from None
     run_dir = start_run(config, runs_dir, data)
-    announce(run_dir)
     with run_lock(run_dir), stop_on_signals() as preemption:
         return run_federated(config, run_dir, data, progress=progress, callbacks=(preemption,))
 
@@ -241,8 +238,7 @@ def sweep_run(
         for member in group.members:
             check_verb(member.config, "sweep", f"{config_path} (sweep member {member.index})")
     check_runs_dir(runs_dir)
-    run_dir = start_run(config, runs_dir, checked_data(config, config_path))
-    announce(run_dir, "sweep directory")
+    run_dir = start_run(config, runs_dir, checked_data(config, config_path), what="sweep directory")
     with run_lock(run_dir):
         return run_dir, run_sweep(config, run_dir, progress=progress)
 
@@ -301,7 +297,6 @@ def learning_curve_run(
     result."""
     from jaxtrain.data import DatasetError
     from jaxtrain.learning_curve import learning_curve
-    from jaxtrain.logging.progress import announce
 
     bad = [f for f in fractions if not 0 < f <= 1]
     if bad or not fractions:
@@ -323,7 +318,6 @@ def learning_curve_run(
             f"examples, fewer than data.batch_size={config.data.batch_size}"
         )
     run_dir = start_run(config, runs_dir, data, suffix="_learning_curve")
-    announce(run_dir)
     return run_dir, learning_curve(
         config, run_dir, data, fractions, progress=progress, steps=steps, seeds=seeds
     )
