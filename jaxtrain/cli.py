@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 
@@ -341,8 +342,13 @@ def _eval_headline(result: dict) -> dict:
 
 
 def _headline(test: dict) -> dict:
+    """The test metrics a verb prints (strict JSON: a non-finite value is null)."""
     keys = ("accuracy", "f1_macro", "r2", "rmse", "bits_per_byte", "loss")
-    return {f"test_{k}": round(test[k], 4) for k in keys if k in test}
+    return {f"test_{k}": _rounded(test[k]) for k in keys if k in test}
+
+
+def _rounded(value: float) -> float | None:
+    return round(value, 4) if math.isfinite(value) else None
 
 
 if __name__ == "__main__":

@@ -1,20 +1,59 @@
-"""Shared fixtures: a session-wide TFDS data directory."""
+"""Shared fixtures: one TFDS data directory and one XLA cache for the whole test run.
+
+Under pytest-xdist every worker uses the same two folders (the first worker to arrive builds
+the bundled datasets, the others wait on a lock), so programs one worker compiled are cache
+hits for the other. ``--profile-tests FILE`` records, per test, its wall time, the XLA
+compilations and compilation-cache hits it caused and the Python subprocesses it started
+(see docs/testing.md).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
+import subprocess
+import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--profile-tests",
+        metavar="FILE",
+        help="write per-test wall time, XLA compiles, cache hits and subprocesses (JSON lines)",
+    )
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temporary folder every xdist worker of this run shares (the run's own otherwise)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session", autouse=True)
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Bundled datasets are built once per session here, never in the user's cache."""
-    path = tmp_path_factory.mktemp("tensorflow_datasets")
-    # Compiled programs are cached for the session (never in the user's cache): the many
-    # small runs of the suite share most of their programs.
-    os.environ.setdefault("JAXTRAIN_CACHE_DIR", str(tmp_path_factory.mktemp("xla_cache")))
+    """Bundled datasets are built once per test run here, never in the user's cache."""
+    root = _shared_root(tmp_path_factory)
+    path, cache = root / "tensorflow_datasets", root / "xla_cache"
+    # Compiled programs are cached for the run (never in the user's cache): the many small
+    # runs of the suite share most of their programs, across workers too.
+    os.environ.setdefault("JAXTRAIN_CACHE_DIR", str(cache))
     from jaxtrain.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache()
@@ -22,10 +61,63 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["JAXTRAIN_DATA_DIR"] = str(path)
     from jaxtrain.data import LOCAL_BUILDERS, load_tfds
 
-    for name in LOCAL_BUILDERS:  # build once up front so no test depends on running first
-        load_tfds(name, path)
+    with _locked(root / "datasets.lock"):  # build once up front, before any test runs
+        for name in LOCAL_BUILDERS:
+            load_tfds(name, path)
     yield path
     if previous is None:
         os.environ.pop("JAXTRAIN_DATA_DIR", None)
     else:
         os.environ["JAXTRAIN_DATA_DIR"] = previous
+
+
+class _Profile:
+    """Counts XLA compilations, compilation-cache hits and Python subprocesses per test."""
+
+    def __init__(self, path: Path):
+        import jax.monitoring
+
+        self.path, self.counts = path, Counter()
+        jax.monitoring.register_event_duration_secs_listener(self._duration)
+        jax.monitoring.register_event_listener(self._event)
+        original = subprocess.Popen.__init__
+        counts = self.counts
+
+        def counted(popen, args, *rest, **kwargs):
+            words = [str(a) for a in (args if isinstance(args, list | tuple) else [args])]
+            if words and (words[0] == sys.executable or "python" in Path(words[0]).name):
+                counts["python_subprocesses"] += 1
+            return original(popen, args, *rest, **kwargs)
+
+        subprocess.Popen.__init__ = counted
+
+    def _duration(self, name: str, _seconds: float, **_kwargs) -> None:
+        if name == "/jax/core/compile/backend_compile_duration":
+            self.counts["compiles"] += 1
+
+    def _event(self, name: str, **_kwargs) -> None:
+        if name == "/jax/compilation_cache/cache_hits":
+            self.counts["cache_hits"] += 1
+
+    def record(self, nodeid: str, seconds: float) -> None:
+        row = {"test": nodeid, "seconds": round(seconds, 3), **self.counts}
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        self.counts.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    target = item.config.getoption("--profile-tests")
+    if not target:
+        yield
+        return
+    if _PROFILE not in item.config.stash:
+        item.config.stash[_PROFILE] = _Profile(Path(target))
+    profile = item.config.stash[_PROFILE]
+    started = time.perf_counter()
+    yield
+    profile.record(item.nodeid, time.perf_counter() - started)
+
+
+_PROFILE = pytest.StashKey[_Profile]()

@@ -144,3 +144,13 @@ def test_transfer_quick_tunes_both_arms_on_validation_and_pairs_the_seeds(tmp_pa
     assert "Paired difference" in (tmp_path / "results.md").read_text()
     with pytest.raises(SystemExit):
         transfer.main([*arguments, "--settings", "full,head"])  # scratch missing
+
+
+def test_dpsgd_quick_spends_the_target_epsilon(tmp_path):
+    results = _load("dpsgd").main(["--quick", "--out", str(tmp_path)])
+    summary = results["summary"]
+    assert 2.9 <= summary[3.0]["epsilon"] <= 3.0  # calibrated for the run's own steps
+    assert summary["none"]["epsilon"] is None  # no noise: no finite epsilon
+    assert summary[3.0]["noise_multiplier"] > 0
+    for name in ("results.md", "results.json", "accuracy_vs_epsilon.png"):
+        assert (tmp_path / name).stat().st_size > 0

@@ -50,6 +50,7 @@ SHORT = {
         "model.dense=16",
     ],
     "digits_cnn.yaml": ["train.epochs=1"],
+    "digits_dpsgd.yaml": ["train.epochs=1", "model.hidden=[16]"],
     "digits_federated.yaml": ["train.epochs=1"],  # centrally; federated: tests/test_federated.py
     "digits_forest.yaml": ["model.n_estimators=8", "model.max_depth=6"],
     "digits_resnet.yaml": ["train.epochs=1", "data.batch_size=128"],

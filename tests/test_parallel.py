@@ -39,6 +39,7 @@ EIGHT_DEVICE_SPECS = {
     "fused_sharded": "train.parallel=sharded;train.fused_epochs=true",
     # A checkpoint of one placement restores into another: stop at step 7, resume elsewhere.
     "pmap_then_single": "train.parallel=pmap>7>train.parallel=none",
+    "fsdp_then_single": "train.parallel=fsdp>7>train.parallel=none",
 }
 MORE_EIGHT_DEVICE_SPECS = {  # slow: the remaining combinations
     "single": "",
@@ -47,8 +48,11 @@ MORE_EIGHT_DEVICE_SPECS = {  # slow: the remaining combinations
     "cnn_single": CNN_BN,
     "cnn_pmap": f"{CNN_BN};train.parallel=pmap",  # BatchNorm statistics synchronised
     "single_then_sharded": ">7>train.parallel=sharded",
+    "fsdp": "train.parallel=fsdp",
+    "single_then_4x2_fsdp": ">7>train.parallel={mesh: {data: 4, model: 2}, fsdp: true}",
 }
-EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+# Forced host devices exist on the CPU platform only (also where a GPU is the default).
+EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
 
 
 def _worker(out: Path, specs: dict[str, str], env: dict[str, str], **popen) -> subprocess.Popen:
@@ -88,7 +92,13 @@ def eight_devices(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize(
     ("name", "reference"),
-    [("pmap", "single"), ("fused_sharded", "single"), ("pmap_then_single", "single")],
+    [
+        ("pmap", "single"),
+        ("fused_sharded", "single"),
+        ("pmap_then_single", "single"),
+        ("fsdp_then_single", "single"),
+        ("pmap", "fused_sharded"),  # pmap is a thin placement of the mesh path's step
+    ],
 )
 def test_eight_device_run_equals_the_single_device_run(eight_devices, name, reference) -> None:
     _assert_equal_runs(eight_devices, name, reference)
@@ -102,6 +112,8 @@ def test_every_other_eight_device_combination_equals_the_single_device_run(tmp_p
         ("fused_pmap", "single"),
         ("cnn_pmap", "cnn_single"),
         ("single_then_sharded", "single"),
+        ("fsdp", "single"),
+        ("single_then_4x2_fsdp", "single"),
     ]:
         _assert_equal_runs(tmp_path, name, reference)
 
@@ -122,6 +134,8 @@ def test_eight_device_runs_record_their_placement(eight_devices) -> None:
     assert training["parallel"] == {
         "placement": "sharded",
         "devices": 8,
+        "mesh": {"data": 8, "model": 1},
+        "fsdp": False,
         "processes": 1,
         "fused_epochs": True,
         "precision": "float32",
@@ -135,14 +149,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_equal_the_single_device_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", ["sharded", pytest.param("fsdp", marks=pytest.mark.slow)])
+def test_two_processes_equal_the_single_device_run(tmp_path: Path, parallel: str) -> None:
     port = _free_port()
     processes = [
         _worker(
             tmp_path,
-            {"multi": "train.parallel=sharded"},
+            {"multi": f"train.parallel={parallel}"},
             {
                 "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+                "JAX_PLATFORMS": "cpu",
                 "JAXTRAIN_COORDINATOR": f"127.0.0.1:{port}",
                 "JAXTRAIN_NUM_PROCESSES": "2",
                 "JAXTRAIN_PROCESS_ID": str(index),

@@ -25,6 +25,7 @@ from jaxtrain.config.base import (
     Seed,
     capped,
 )
+from jaxtrain.config.privacy import one_noise_setting
 
 _WARNED: set[str] = set()
 
@@ -113,13 +114,7 @@ class DPConfig:
 
     @model_validator(mode="after")
     def _one_noise_setting(self) -> DPConfig:
-        if self.noise_multiplier is not None and self.target_epsilon is not None:
-            raise ValueError(
-                "target_epsilon: set noise_multiplier or target_epsilon, not both (the noise "
-                "multiplier is calibrated from target_epsilon)"
-            )
-        if self.noise_multiplier is None and self.target_epsilon is None:
-            object.__setattr__(self, "noise_multiplier", 1.0)  # the documented default
+        one_noise_setting(self)
         if self.max_clients_per_round is not None and self.sampling != "poisson":
             raise ValueError(
                 "max_clients_per_round: caps a poisson cohort; fixed sampling trains exactly "

@@ -18,6 +18,7 @@ import yaml
 
 from jaxtrain.config import messages, strict_yaml
 from jaxtrain.config.schema import Config
+from jaxtrain.files import write_text_atomic
 
 _ADAPTER = pydantic.TypeAdapter(Config)
 MAX_FILE_BYTES = 1 << 20
@@ -247,7 +248,7 @@ def config_to_dict(config: Config) -> dict[str, Any]:
 def dump_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (sections in declaration order) that loads back to
     the same config: a string such as ``1e3`` is quoted, since the loader reads it as a number."""
-    Path(path).write_text(strict_yaml.dump(config_to_dict(config)))
+    write_text_atomic(path, strict_yaml.dump(config_to_dict(config)))
 
 
 def _checked(raw: Mapping[str, Any], overridden: Sequence[str]) -> tuple[Config | None, str | None]:

@@ -34,6 +34,7 @@ from jaxtrain.config.base import STRICT as _STRICT
 from jaxtrain.config.distributed import DistributedConfig
 from jaxtrain.config.federated import FederatedConfig, dp_model_problem
 from jaxtrain.config.prepare import PrepareConfig
+from jaxtrain.config.privacy import DPSGDConfig, dp_sgd_problem
 from jaxtrain.config.sweep import SweepConfig
 from jaxtrain.config.tracking import TrackingConfig
 from jaxtrain.config.transfer import TransferConfig
@@ -383,6 +384,30 @@ class AugmentConfig:
     noise_std: NonNegativeFloat = 0.0
 
 
+MeshAxis = capped(65_536, "a sanity cap: devices along one axis of a mesh")
+
+
+@dataclass(config=_STRICT)
+class MeshConfig:
+    """A ``data x model`` device mesh: ``data`` devices split each batch (and, under FSDP,
+    the parameters and optimizer state); ``model`` devices split the Transformer's attention
+    heads, MLP and vocabulary (tensor parallel). ``data`` unset: every device not on
+    ``model``. The product must equal the number of devices (checked when the run starts)."""
+
+    data: MeshAxis | None = None
+    model: MeshAxis = 1
+
+
+@dataclass(config=_STRICT)
+class ParallelConfig:
+    """``train.parallel`` as a mesh: ``{mesh: {data: 4, model: 2}, fsdp: true}``. ``fsdp``
+    splits parameters and optimizer state over the ``data`` axis (each device keeps a
+    ``1/data`` share)."""
+
+    mesh: MeshConfig = Field(default_factory=MeshConfig)
+    fsdp: bool = False
+
+
 @dataclass(config=_STRICT)
 class TrainConfig:
     """The host loop: how long to train and how often to log, evaluate and checkpoint.
@@ -396,17 +421,18 @@ class TrainConfig:
     intact checkpoint, data position included, with the learning rate halved; at most 3
     times).
 
-    How the step runs (the same pure step each time; see README "Parallel and fast
-    training"): ``parallel`` is ``none`` (one device), ``pmap`` (data parallel over the local
-    devices, gradients averaged, BatchNorm statistics synchronised) or ``sharded`` (one
-    ``jit`` over a device mesh with the batch axis sharded and the parameters replicated;
-    spans processes under ``distributed:``). ``fused_epochs`` runs every stretch of steps
-    between two evaluations (an epoch by default) as one ``lax.scan`` in one compiled call,
-    the training split held in device memory; the batches are the per-step loop's, so the
-    results are the same. ``precision: bfloat16`` computes the forward and backward passes in
-    bfloat16 with float32 parameters, optimizer state and loss. ``micro_batches`` splits each
-    batch into that many micro-batches whose gradients are accumulated (by ``lax.scan``) into
-    one update.
+    How the step runs (the same pure step each time; see README "Parallel and fast training"):
+    ``parallel`` is ``none`` (one device), ``sharded`` (one ``jit`` over a mesh of every device
+    with the batch axis sharded and the parameters replicated; spans processes under
+    ``distributed:``), ``fsdp`` (the same with parameters and optimizer state sharded too), a
+    mesh ``{mesh: {data: D, model: M}, fsdp: true|false}`` (tensor parallel over ``model``; see
+    :class:`ParallelConfig`) or ``pmap`` (data parallel over the local devices, gradients
+    averaged, BatchNorm statistics synchronised). ``fused_epochs`` runs every stretch of steps
+    between two evaluations (an epoch by default) as one ``lax.scan`` in one compiled call, the
+    training split held in device memory; the batches are the per-step loop's, so the results
+    are the same. ``precision: bfloat16`` computes the forward and backward passes in bfloat16
+    with float32 parameters, optimizer state and loss. ``micro_batches`` splits each batch into
+    that many micro-batches whose gradients are accumulated (by ``lax.scan``) into one update.
 
     ``extend_schedule`` says what the learning rate does when ``--resume RUN
     train.epochs=N`` extends a run past the length its schedule was laid out for:
@@ -425,10 +451,11 @@ class TrainConfig:
     label_smoothing: Fraction = 0.0
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     nonfinite: Literal["stop", "skip", "rollback"] = "stop"
-    parallel: Literal["none", "pmap", "sharded"] = "none"
+    parallel: Literal["none", "pmap", "sharded", "fsdp"] | ParallelConfig = "none"
     fused_epochs: bool = False
     precision: Literal["float32", "bfloat16"] = "float32"
     micro_batches: PositiveInt = 1
+    dp: DPSGDConfig | None = None
     extend_schedule: Literal["continue", "restart"] | None = None
 
     @model_validator(mode="after")
@@ -498,7 +525,7 @@ class Config:
 
     @model_validator(mode="after")
     def _dp_covers_the_model(self) -> Config:
-        problem = dp_model_problem(self.federated, self.model)
+        problem = dp_model_problem(self.federated, self.model) or dp_sgd_problem(self)
         if problem:
             raise ValueError(problem)
         return self

@@ -21,6 +21,7 @@ _LOOP_ONLY = {
         ("early_stopping", "stop weak members with sweep.halving instead"),
         ("reduce_on_plateau", "a sweep has no per-member plateau schedule; sweep the rate"),
         ("extend_schedule", "a sweep is not extended by --resume; start a longer sweep"),
+        ("dp", "members train on fixed-size batches; DP-SGD needs Poisson-sampled ones"),
     ],
     "federated": [
         ("parallel", "a round places its clients itself (one vmapped program)"),

@@ -25,7 +25,9 @@ def _cell(value: Any) -> str:
     if isinstance(value, int | np.integer):
         return str(int(value))
     if isinstance(value, float | np.floating):
-        return f"{float(value):.4f}" if math.isfinite(value) else str(float(value))
+        if not math.isfinite(value):  # metrics.json holds null there (strict JSON)
+            return f"{float(value)} (not finite; null in metrics.json)"
+        return f"{float(value):.4f}"
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 

@@ -19,18 +19,22 @@ then samples one token per ``lax.scan`` step::
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxtrain.models.partitioning import EMBED, HEADS, KV, MLP, VOCAB, logical
 from jaxtrain.models.remat import rematerialised
 
 Dtype = Any
 POSITIONS = ("learned", "rotary")
 NORMS = {"layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
 _EMBED_INIT = nn.initializers.normal(stddev=0.02)
+_KERNEL_INIT = nn.initializers.lecun_normal()  # Flax's Dense default, named here to annotate it
+_ZEROS, _ONES = nn.initializers.zeros_init(), nn.initializers.ones_init()
 
 
 def rope(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
@@ -77,7 +81,13 @@ class SelfAttention(nn.Module):
         if d_model % self.num_heads:
             raise ValueError(f"d_model={d_model} is not divisible by num_heads={self.num_heads}")
         head_dim = d_model // self.num_heads
-        qkv = nn.DenseGeneral((3, self.num_heads, head_dim), dtype=self.dtype, name="qkv")(x)
+        qkv = nn.DenseGeneral(
+            (3, self.num_heads, head_dim),
+            dtype=self.dtype,
+            kernel_init=logical(_KERNEL_INIT, EMBED, None, HEADS, KV),
+            bias_init=logical(_ZEROS, None, HEADS, KV),
+            name="qkv",
+        )(x)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [batch, T, heads, head_dim]
         if self.rotary:
             if positions is None:
@@ -106,7 +116,14 @@ class SelfAttention(nn.Module):
                 out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
         else:
             out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
-        return nn.DenseGeneral(d_model, axis=(-2, -1), dtype=self.dtype, name="out")(out)
+        return nn.DenseGeneral(
+            d_model,
+            axis=(-2, -1),
+            dtype=self.dtype,
+            kernel_init=logical(_KERNEL_INIT, HEADS, KV, EMBED),
+            bias_init=logical(_ZEROS, EMBED),
+            name="out",
+        )(out)
 
 
 class TransformerBlock(nn.Module):
@@ -135,22 +152,39 @@ class TransformerBlock(nn.Module):
         cache_index: jax.Array | None = None,
     ) -> jax.Array:
         d_model = x.shape[-1]
-        norm = _norm(self.norm)
-        h = norm(dtype=self.dtype, name="norm_attn")(x)
+        norm = functools.partial(_norm(self.norm), dtype=self.dtype)
+        h = norm(name="norm_attn")(x)
         h = SelfAttention(self.num_heads, self.causal, self.rotary, self.dtype, name="attn")(
             h, positions=positions, decode=decode, cache_index=cache_index
         )
         x = x + nn.Dropout(self.dropout, deterministic=not train)(h)
-        h = norm(dtype=self.dtype, name="norm_mlp")(x)
-        h = nn.gelu(nn.Dense(self.mlp_ratio * d_model, dtype=self.dtype, name="mlp_in")(h))
-        h = nn.Dense(d_model, dtype=self.dtype, name="mlp_out")(h)
+        h = norm(name="norm_mlp")(x)
+        h = nn.Dense(
+            self.mlp_ratio * d_model,
+            dtype=self.dtype,
+            kernel_init=logical(_KERNEL_INIT, EMBED, MLP),
+            bias_init=logical(_ZEROS, MLP),
+            name="mlp_in",
+        )(h)
+        h = nn.Dense(
+            d_model,
+            dtype=self.dtype,
+            kernel_init=logical(_KERNEL_INIT, MLP, EMBED),
+            bias_init=logical(_ZEROS, EMBED),
+            name="mlp_out",
+        )(nn.gelu(h))
         return x + nn.Dropout(self.dropout, deterministic=not train)(h)
 
 
-def _norm(name: str) -> type[nn.Module]:
+def _norm(name: str) -> Callable[..., nn.Module]:
+    """The norm layer class ``name``, its scale (and bias) annotated ``embed``."""
     if name not in NORMS:
         raise ValueError(f"norm must be one of {sorted(NORMS)}, got {name!r}")
-    return NORMS[name]
+    if name == "rmsnorm":
+        return functools.partial(nn.RMSNorm, scale_init=logical(_ONES, EMBED))
+    return functools.partial(
+        nn.LayerNorm, scale_init=logical(_ONES, EMBED), bias_init=logical(_ZEROS, EMBED)
+    )
 
 
 class TransformerLM(nn.Module):
@@ -204,12 +238,14 @@ class TransformerLM(nn.Module):
             self.vocab_size,
             self.d_model,
             dtype=self.dtype,
-            embedding_init=_EMBED_INIT,
+            embedding_init=logical(_EMBED_INIT, VOCAB, EMBED),
             name="embed",
         )
         x = embed(tokens)
         if self.positions == "learned":
-            table = self.param("pos_embed", _EMBED_INIT, (self.max_len, self.d_model))
+            table = self.param(
+                "pos_embed", logical(_EMBED_INIT, None, EMBED), (self.max_len, self.d_model)
+            )
             x = x + jnp.take(table, positions, axis=0).astype(self.dtype)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         remat = self.remat and not decode  # generation keeps no activations to recompute
@@ -233,7 +269,13 @@ class TransformerLM(nn.Module):
         if self.tie_embeddings:
             logits = embed.attend(x)
         else:
-            logits = nn.Dense(self.vocab_size, dtype=self.dtype, name="head")(x)
+            logits = nn.Dense(
+                self.vocab_size,
+                dtype=self.dtype,
+                kernel_init=logical(_KERNEL_INIT, EMBED, VOCAB),
+                bias_init=logical(_ZEROS, VOCAB),
+                name="head",
+            )(x)
         return logits.astype(jnp.float32)
 
 

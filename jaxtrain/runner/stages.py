@@ -67,6 +67,13 @@ def plan_extension(
             f"{before.train.epochs} ({steps_after} steps instead of {steps_before}); a resumed "
             "run can only be extended (its learning-rate schedule was laid out for its length)"
         )
+    dp = getattr(after.train, "dp", None)
+    if dp is not None and dp.target_epsilon is not None:
+        raise ConfigError(
+            f"{source}: train.epochs: cannot grow on resume when train.dp.target_epsilon "
+            "calibrated the noise to the run's length (the added steps would spend privacy "
+            "the calibration did not budget); start a new run, or set train.dp.noise_multiplier"
+        )
     mode = after.train.extend_schedule
     schedule = after.optimizer.schedule
     added = steps_after - steps_before

@@ -53,6 +53,7 @@ def train(
     from jaxtrain.distributed import broadcast_text, is_writer
     from jaxtrain.distributed import initialize as initialize_distributed
     from jaxtrain.logging.progress import announce
+    from jaxtrain.train.parallel import check_placement
 
     if resume is not None:
         run_dir = existing_run(resume)
@@ -61,6 +62,7 @@ def train(
         config = load_config(run_dir / CONFIG_FILE, overrides)
         check_verb(config, "train", run_dir / CONFIG_FILE)
         initialize_distributed(config.distributed)
+        check_placement(config, run_dir / CONFIG_FILE)  # before the run directory changes
         with _writer_lock(run_dir):  # checked before anything in the directory changes
             before = load_config(run_dir / CONFIG_FILE)
             config, data = resumed_config(run_dir, overrides, writer=False)
@@ -80,6 +82,7 @@ def train(
     check_verb(config, "train", config_path)
     check_runs_dir(runs_dir)
     initialize_distributed(config.distributed)
+    check_placement(config, config_path)  # before a run directory exists
     data = checked_data(config, config_path)
     # Process 0 creates the run directory; the others learn its name from it.
     run_dir = start_run(config, runs_dir, data) if is_writer() else None
@@ -265,7 +268,7 @@ def check_determinism(
     digests = []
     for _ in range(2):
         pieces = build_pieces(config, data)
-        placement = build_placement(config.train.parallel)
+        placement = build_placement(config.train.parallel, pieces)
         iterator = iter(training_stream(config, pieces, placement))
         advance, _ = make_advance(config, pieces, placement, iterator)
         count = min(steps, pieces.total_steps)
@@ -309,6 +312,11 @@ def learning_curve_run(
         raise ConfigError(f"--seeds: {seeds} is outside 1..{MAX_CURVE_SEEDS}")
     config = load_config(config_path, overrides)
     check_verb(config, "learning-curve", config_path)
+    if steps is not None and config.train.dp is not None:
+        raise ConfigError(
+            f"{config_path}: train.dp: --steps changes the run's length, but the DP-SGD plan "
+            "(noise, privacy account) is laid out for train.epochs; leave out --steps"
+        )
     check_runs_dir(runs_dir)
     data = checked_data(config, config_path)
     smallest = round(min(fractions) * len(data.splits["train"]))

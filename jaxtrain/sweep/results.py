@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from jaxtrain.config import Config, config_to_dict
+from jaxtrain.files import write_json, write_text_atomic
 from jaxtrain.logging.outputs import RunOutputs
 
 MEMBERS_CSV, MEMBERS_JSON = "members.csv", "members.json"
@@ -27,29 +29,28 @@ def write_results(run_dir: Path, config: Config, summary: Mapping[str, Any]) -> 
     final = sorted({k for r in rows for k in r["hyperparams"]}) if config.sweep.pbt else []
     header = ["member", "group", *axes, f"best_{metric}", "best_step", "step", "status"]
     header += [f"final_{k}" for k in final]
-    with (run_dir / MEMBERS_CSV).open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        for r in rows:
-            settings = [
-                json.dumps(r["settings"][k])
-                if isinstance(r["settings"][k], list)
-                else r["settings"][k]
-                for k in axes
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(header)
+    for r in rows:
+        settings = [
+            json.dumps(r["settings"][k]) if isinstance(r["settings"][k], list) else r["settings"][k]
+            for k in axes
+        ]
+        writer.writerow(
+            [
+                r["member"],
+                r["group"],
+                *settings,
+                r["best_value"],
+                r["best_step"],
+                r["step"],
+                r["status"],
+                *(r["hyperparams"].get(k) for k in final),
             ]
-            writer.writerow(
-                [
-                    r["member"],
-                    r["group"],
-                    *settings,
-                    r["best_value"],
-                    r["best_step"],
-                    r["step"],
-                    r["status"],
-                    *(r["hyperparams"].get(k) for k in final),
-                ]
-            )
-    (run_dir / MEMBERS_JSON).write_text(json.dumps(summary, indent=2, default=str))
+        )
+    write_text_atomic(run_dir / MEMBERS_CSV, table.getvalue())
+    write_json(run_dir / MEMBERS_JSON, summary)
     best = summary["best"]
     plots = {
         "metric_vs_settings": _save(

@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxtrain.config import Config
 from jaxtrain.data import train_batches, train_index_batches
+from jaxtrain.data.poisson import poisson_batches
 from jaxtrain.train.parallel import Placement
 from jaxtrain.train.pieces import Pieces, build_step
 from jaxtrain.train.scan import make_fused_steps
@@ -27,6 +28,9 @@ def training_stream(config: Config, pieces: Pieces, placement: Placement):
     (gathered on the device), example batches laid out for the placement otherwise."""
     split = pieces.data.splits["train"]
     batch, epochs, seed = config.data.batch_size, config.train.epochs, config.data.seed
+    plan = pieces.privacy
+    if plan is not None:  # DP-SGD: Poisson-sampled, padded, masked batches
+        return poisson_batches(split, plan.rate, plan.steps, plan.slots, seed)
     if config.train.fused_epochs:
         return train_index_batches(len(split), batch, epochs, seed)
     return train_batches(

@@ -100,7 +100,7 @@ def train_and_evaluate(
         if total_steps > pieces.total_steps:
             raise ValueError(f"total_steps={total_steps} is more than train.epochs cover")
         pieces = dataclasses.replace(pieces, total_steps=total_steps)
-    placement = build_placement(config.train.parallel)
+    placement = build_placement(config.train.parallel, pieces)
     placement.check_batch(config.data.batch_size, "data.batch_size")
     placement.check_batch(config.data.eval_batch_size, "data.eval_batch_size")
     iterator = iter(training_stream(config, pieces, placement))
@@ -132,6 +132,7 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
         checkpoints.mode,
         config.optimizer.learning_rate,
     )
+    epsilon_at = pieces.privacy.curve(eval_every) if pieces.privacy else {}
     host_state, step = pieces.state, 0
     if resume:
         found, host_state = checkpoints.restore_latest_good(host_state, iterator)
@@ -166,7 +167,8 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
         metrics = evaluate(
             eval_step, current, data.splits["validation"], config.data.eval_batch_size, pieces.task
         )
-        write(at, "validation", scalars(metrics))
+        spent = {"epsilon": epsilon_at[at]} if at in epsilon_at else {}  # train.dp
+        write(at, "validation", {**scalars(metrics), **spent})
         factor = plateau.update(metrics) if plateau else 1.0
         if factor < 1.0:  # before saving, so resume keeps the new rate
             peak = float(current.opt_state.hyperparams[PEAK]) * factor
@@ -249,8 +251,7 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
             "learning_rate_reductions": record["reductions"],
             "rollbacks": record["rollbacks"],
             "parallel": {
-                "placement": placement.kind,
-                "devices": placement.width,
+                **placement.describe(),
                 "processes": jax.process_count(),
                 "fused_epochs": config.train.fused_epochs,
                 "precision": config.train.precision,

@@ -26,6 +26,7 @@ from jaxtrain.train.augment import build_augment
 from jaxtrain.train.fairness_audit import sensitive_groups, training_weights
 from jaxtrain.train.optim import build_optimizer
 from jaxtrain.train.parallel import AXIS
+from jaxtrain.train.private import PrivacyPlan, privacy_plan
 from jaxtrain.train.state import TrainState, create_train_state
 from jaxtrain.train.step import Penalty, make_train_step
 from jaxtrain.train.tasks import Task, resolve_monitor, task_for
@@ -48,6 +49,7 @@ class Pieces:
     groups: dict[str, np.ndarray] | None = None  # fairness: each split's group ids
     transfer: Any = None  # jaxtrain.transfer.Transfer with a transfer: section
     transfer_report: Any = None  # what loading the pretrained weights did (a new run only)
+    privacy: PrivacyPlan | None = None  # train.dp: sampling, noise and the account
 
     def checkpoints(self, directory: Path, config: Config) -> Checkpoints:
         """The run's checkpoints, ranked by the task's monitored validation metric."""
@@ -99,7 +101,8 @@ def build_pieces(
         state, report = transfer.initialise(state, tx)
     penalty = build_penalty(config.model)
     task = task_for(data, config.train.label_smoothing)
-    return Pieces(data, model, tx, state, total, task, penalty, groups, transfer, report)
+    privacy = privacy_plan(config, len(train), total)
+    return Pieces(data, model, tx, state, total, task, penalty, groups, transfer, report, privacy)
 
 
 def build_step(
@@ -123,4 +126,5 @@ def build_step(
         micro_batches=config.train.micro_batches,
         compute_dtype=COMPUTE_DTYPES[config.train.precision],
         loss_hook=loss_hook,
+        dp=pieces.privacy and pieces.privacy.gradient,
     )

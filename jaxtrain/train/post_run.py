@@ -64,6 +64,9 @@ def final_evaluation(
         "test": evaluate(eval_step, best_state, data.splits["test"], batch, pieces.task),
         "training": {**training, "best_step": best_step},
     }
+    if pieces.privacy is not None:  # train.dp: what the whole run spent
+        report = pieces.privacy.report(training["steps"])
+        summary["privacy"] = {k: v for k, v in report.items() if k != "lines"}
     if is_writer() and pieces.transfer is not None:  # LoRA: the best parameters, merged
         pieces.transfer.export(run_dir, best_state.params)
     outputs.summary(summary)
@@ -121,6 +124,9 @@ def analyse_run(
     if not is_writer():
         return core
     extra = {k: v for k, v in core.items() if k not in _CORE}
+    if pieces.privacy is not None:
+        sections = {**(sections or {}), "Privacy (DP-SGD)": pieces.privacy.report(
+            training["steps"])["lines"]}  # fmt: skip
     with outputs if own else contextlib.nullcontext():  # the caller closes its own
         return write_outputs(
             config,

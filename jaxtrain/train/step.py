@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -77,6 +78,7 @@ def make_train_step(
     micro_batches: int = 1,
     compute_dtype=None,
     loss_hook: Penalty | None = None,
+    dp: PrivateGradient | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """``train_step(state, batch) -> (state, metrics)``, pure and unjitted.
 
@@ -104,6 +106,13 @@ def make_train_step(
       with it but not reported in ``metrics["loss"]``. Verbs that change the objective use
       it instead of a second update rule: FedProx's proximal term, SCAFFOLD's correction
       (see :mod:`jaxtrain.federated.client`).
+    - ``dp``: DP-SGD. The batch carries a ``mask`` bool[b] (a Poisson sample padded to ``b``
+      rows); each real row's gradient of the data loss (``jax.vmap`` of the same loss over
+      rows: no hooks) is clipped to ``dp.clip_norm``, the rows are summed, Gaussian noise of
+      standard deviation ``dp.noise_multiplier * dp.clip_norm`` added and the sum divided by
+      ``dp.expected_batch_size`` (:func:`jaxtrain.privacy.dpsgd.private_gradient`); the
+      penalty's gradient, which no example moves, is added after. Reported metrics are means
+      over the real rows (outside the privacy guarantee).
 
     ``tx`` is any ``optax.GradientTransformation``; ``learning_rate`` is reported when its
     state exposes one (``inject_hyperparams``), else left out.
@@ -119,6 +128,8 @@ def make_train_step(
             return loss + loss_hook(params), (outputs, model_state, loss)
 
     loss_and_grad = _accumulated(loss_fn, micro_batches) if micro_batches > 1 else None
+    if dp is not None:
+        loss_and_grad = _private(make_loss_fn(model, task, None, compute_dtype), penalty, dp)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         step_key = jax.random.fold_in(state.rng, state.step)
@@ -132,7 +143,7 @@ def make_train_step(
         outputs, model_state = aux[:2]
         if loss_hook is not None:
             loss = aux[2]
-        batch_metrics = task.batch_metrics(outputs, batch["labels"])
+        batch_metrics = _batch_metrics(task, outputs, batch["labels"], batch.get("mask"))
         if axis_name is not None:
             grads, loss, batch_metrics = jax.lax.pmean((grads, loss, batch_metrics), axis_name)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -158,6 +169,58 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
+
+
+class PrivateGradient(NamedTuple):
+    """DP-SGD's settings in the step (see :func:`make_train_step`)."""
+
+    clip_norm: float
+    noise_multiplier: float
+    expected_batch_size: float
+
+
+def _private(data_loss_fn, penalty: Penalty | None, dp: PrivateGradient):
+    """``loss_and_grad(params, state, batch, key)`` of DP-SGD: per-row gradients by ``vmap``,
+    clipped, summed, noised and normalised; the masked mean loss (penalty included)."""
+    from jaxtrain.privacy.dpsgd import private_gradient
+
+    def one_row(params, state, row, key):
+        single = jax.tree.map(lambda x: x[None], row)
+        return jax.value_and_grad(data_loss_fn, has_aux=True)(params, state, single, key)
+
+    def loss_and_grad(params, state: TrainState, batch: Batch, key):
+        mask = batch["mask"]
+        rows = {k: v for k, v in batch.items() if k != "mask"}
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(mask.shape[0]))
+        (losses, (outputs, _)), grads = jax.vmap(one_row, in_axes=(None, None, 0, 0))(
+            params, state, rows, keys
+        )
+        grads, _ = private_gradient(
+            grads,
+            mask,
+            jax.random.fold_in(key, mask.shape[0]),  # the rows took 0 .. b - 1
+            clip_norm=dp.clip_norm,
+            noise_multiplier=dp.noise_multiplier,
+            expected_batch_size=dp.expected_batch_size,
+        )
+        real = mask.astype(jnp.float32)
+        loss = jnp.sum(real * losses) / jnp.maximum(jnp.sum(real), 1.0)
+        if penalty is not None:
+            loss = loss + penalty(params)
+            grads = jax.tree.map(jnp.add, grads, jax.grad(penalty)(params))
+        outputs = jax.tree.map(lambda x: x.reshape(x.shape[0], *x.shape[2:]), outputs)
+        return (loss, (outputs, state.model_state)), grads
+
+    return loss_and_grad
+
+
+def _batch_metrics(task: Task, outputs, labels, mask) -> Metrics:
+    """The task's batch metrics; with a ``mask`` (a padded batch) the mean over real rows."""
+    if mask is None:
+        return task.batch_metrics(outputs, labels)
+    per_row = jax.vmap(lambda o, y: task.batch_metrics(o[None], y[None]))(outputs, labels)
+    real = mask.astype(jnp.float32)
+    return {k: jnp.sum(real * v) / jnp.maximum(jnp.sum(real), 1.0) for k, v in per_row.items()}
 
 
 def current_learning_rate(opt_state) -> jax.Array | None:

@@ -4,7 +4,6 @@ weights, with its report."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxtrain.config.transfer import TransferConfig
+from jaxtrain.files import write_json, write_text_atomic
 from jaxtrain.transfer.errors import TransferError
 from jaxtrain.transfer.load import (
     TransferReport,
@@ -100,8 +100,8 @@ def build_transfer(
 def write_transfer_report(run_dir: str | Path, report: TransferReport) -> None:
     """``transfer_report.json`` and ``transfer_report.md`` in ``run_dir``."""
     run_dir = Path(run_dir)
-    (run_dir / REPORT_FILES[0]).write_text(json.dumps(report.to_dict(), indent=2))
-    (run_dir / REPORT_FILES[1]).write_text(report.markdown())
+    write_json(run_dir / REPORT_FILES[0], report.to_dict())
+    write_text_atomic(run_dir / REPORT_FILES[1], report.markdown())
 
 
 def check_transfer(config: Any, data: Any) -> TransferReport:
