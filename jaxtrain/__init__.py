@@ -17,8 +17,8 @@ The public API, by layer (see README "Python API"):
 - transfer: ``build_transfer``, ``load_pretrained``, ``LoRAModel``, ``merge_lora``,
            ``read_weights_file``, ``write_weights_file``, ``TransferError``
 - checkpoint / logging / runner: ``Checkpoints``, ``save_checkpoint``,
-           ``restore_checkpoint``, ``MetricWriter``, ``train``, ``evaluate_run``,
-           ``generate_text``
+           ``restore_checkpoint``, ``MetricWriter``, ``RunOutputs``, ``Progress``, ``train``,
+           ``evaluate_run``, ``generate_text``, ``compare_runs``
 - open toolkit (docs/library.md): ``fit`` (your Flax linen/NNX module, data and optax
            transformation through the whole ``train`` run), ``register_model``,
            ``register_optimizer``, ``register_dataset``, ``ModelSpec``, ``OptimizerSpec``,
@@ -116,6 +116,9 @@ _EXPORTS = {
     "vmap_sweep": "jaxtrain.sweep.custom",
     "sweep_model": "jaxtrain.api",
     "grid": "jaxtrain.sweep.custom",
+    "compare_runs": "jaxtrain.compare",
+    "RunOutputs": "jaxtrain.logging.outputs",
+    "Progress": "jaxtrain.logging.progress",
 }
 
 __all__ = sorted(_EXPORTS)

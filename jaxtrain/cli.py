@@ -1,5 +1,5 @@
-"""The command line: train, eval, report, generate, sweep, federated, learning-curve (exit 2:
-mistakes)."""
+"""The command line: train, eval, report, compare, generate, sweep, federated, learning-curve
+(exit 2: mistakes)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def _parser() -> argparse.ArgumentParser:
 def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The top-level parser and each verb's own parser."""
     parser = argparse.ArgumentParser(prog="jaxtrain", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"jaxtrain {_version()}")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
     train = verbs.add_parser("train", help="train and evaluate an experiment config")
@@ -38,13 +39,46 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         help="skip the analysis stage (plots, report.md); `jaxtrain report RUN_DIR` runs it later",
     )
 
-    evaluate = verbs.add_parser("eval", help="re-evaluate a run's best checkpoint")
+    evaluate = verbs.add_parser(
+        "eval", help="evaluate a run's checkpoint on a split, or score a new table with it"
+    )
     evaluate.add_argument("run_dir")
+    evaluate.add_argument(
+        "--split",
+        action="append",
+        choices=("train", "validation", "test"),
+        help="split to evaluate (repeatable; default validation and test)",
+    )
+    evaluate.add_argument(
+        "--checkpoint", default="best", help="best (default), latest or a step number"
+    )
+    evaluate.add_argument(
+        "--data",
+        metavar="PATH",
+        help="score this .csv/.parquet (the run's columns) with the run's fitted preprocessing",
+    )
+    evaluate.add_argument(
+        "--predictions",
+        metavar="OUT.csv",
+        help="write per-example predictions and class probabilities to this CSV",
+    )
 
     report = verbs.add_parser(
         "report", help="re-run a finished run's analysis stage: plots, metrics.json, report.md"
     )
     report.add_argument("run_dir")
+
+    compare = verbs.add_parser(
+        "compare",
+        help="table of the config keys that differ and the best metrics (with intervals), "
+        "one figure of the learning curves; runs, globs, run folders or sweep directories",
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or globs")
+    compare.add_argument(
+        "--out",
+        default="compare",
+        help="folder for compare.md, compare.json and compare.png (default ./compare)",
+    )
 
     federated = verbs.add_parser(
         "federated", help="simulate federated training of a config's federated: section"
@@ -74,6 +108,21 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
         default=[0.1, 0.25, 0.5, 1.0],
         help="shares of the training split (default 0.1 0.25 0.5 1.0)",
     )
+    curve.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help="train every point for exactly N steps (a fixed budget; default: train.epochs "
+        "over each share)",
+    )
+    curve.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train every point K times (init seed and subsample seed + 0..K-1); the table, "
+        "plot and verdict then show 95%% intervals over the seeds",
+    )
     curve.add_argument("--runs-dir", help="where run directories go (default ./runs)")
     curve.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -87,6 +136,18 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentPars
     generate.add_argument("--top-k", type=int, default=20, help="sample among the k likeliest")
     generate.add_argument("--seed", type=int, default=0, help="sampling seed")
     return parser, verbs.choices
+
+
+def _version() -> str:
+    """The installed distribution's version (the package's own when run from a checkout)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("jaxtrain")
+    except metadata.PackageNotFoundError:
+        from jaxtrain import __version__
+
+        return __version__
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -104,6 +165,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.verb == "compare":  # reads files only: no JAX
+        return _compare(args)
     from jaxtrain.config import ConfigError, load_config
     from jaxtrain.config.messages import printable
     from jaxtrain.config.verbs import check_verb
@@ -123,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxtrain.compilation_cache import enable_compilation_cache
     from jaxtrain.data import DatasetError
     from jaxtrain.files import DamagedFile
+    from jaxtrain.logging.quiet import quiet_library_warnings
     from jaxtrain.runner import (
         check_determinism,
         evaluate_run,
@@ -136,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxtrain.train.loop import NonFiniteError
 
     enable_compilation_cache()  # a second run of the same config skips compiling
+    quiet_library_warnings()  # known, harmless library messages stay off the console
     try:
         if args.verb == "train" and args.check_determinism is not None:
             if args.config is None:
@@ -205,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.fractions,
                 runs_dir=args.runs_dir,
                 progress=not args.no_progress,
+                steps=args.steps,
+                seeds=args.seeds,
             )
             print(f"run directory: {run_dir}")
             print(result["verdict"])
@@ -222,14 +289,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.verb == "report":
             print(f"report: {report_run(args.run_dir)}")
         else:
-            result = evaluate_run(args.run_dir)
-            print(json.dumps({"step": result["step"], **_headline(result["test"])}))
+            result = evaluate_run(
+                args.run_dir,
+                splits=tuple(args.split) if args.split else None,
+                checkpoint=args.checkpoint,
+                data_path=args.data,
+                predictions=args.predictions,
+            )
+            print(json.dumps(_eval_headline(result)))
     except (ConfigError, DatasetError, RunError, CorruptCheckpoint, DamagedFile) as err:
         print(f"jaxtrain: error: {printable(str(err))}", file=sys.stderr)  # one line
         return 2
     except NonFiniteError as err:  # not the user's typo, but a clear end all the same
         print(f"jaxtrain: training failed: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from jaxtrain.compare import CompareError, compare
+    from jaxtrain.config.messages import printable
+
+    try:
+        result = compare(args.runs, args.out)
+    except CompareError as err:
+        print(f"jaxtrain: error: {printable(str(err))}", file=sys.stderr)
+        return 2
+    print("\n".join(result["table"]))
+    print(f"figure: {result['files']['compare.png']}")
     return 0
 
 
@@ -240,6 +327,18 @@ def _config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[st
     if args.resume and config and "=" in config:
         return None, [config, *overrides]
     return config, overrides
+
+
+def _eval_headline(result: dict) -> dict:
+    """``{"step", "<split>_accuracy", ...}`` for every evaluated split (``data_`` for a file)."""
+    line = {"step": result["step"]}
+    for key, prefix in (("train", "train"), ("validation", "validation"), ("test", "test"),
+                        ("metrics", "data")):  # fmt: skip
+        if key in result:
+            line.update({f"{prefix}{k[4:]}": v for k, v in _headline(result[key]).items()})
+    if "predictions" in result:
+        line["predictions"] = result["predictions"]["file"]
+    return line
 
 
 def _headline(test: dict) -> dict:

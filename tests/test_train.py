@@ -221,7 +221,7 @@ def test_resume_refuses_to_change_settings_the_checkpoint_depends_on(finished_ru
     code = main(["train", "--resume", str(run_dir), "model.hidden=[8]", "--no-progress"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "model.hidden: only train.* and distributed.* settings can change when resuming" in err
+    assert "model.hidden: only train.*, distributed.* and tracking.* settings can change" in err
     assert (run_dir / "config.yaml").read_text() == before
 
 

@@ -86,6 +86,10 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
             if not rest:
                 node[key] = value
                 break
+            if key not in node and ".".join(done) in _DEFAULT_NAMES:
+                # A section chosen by name that the file leaves at its default: an override
+                # of one of its keys (optimizer.learning_rate=0.01) keeps the default choice.
+                node[key] = {"name": _DEFAULT_NAMES[".".join(done)]}
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 prefix = ".".join(done)
@@ -128,6 +132,74 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
+# The default choice of each section chosen by name (its dataclass default), for overrides
+# into a section the file does not write.
+_DEFAULT_NAMES = {
+    key: Config.__pydantic_fields__[key].default_factory().name for key in ("model", "optimizer")
+}
+BASE_KEY = "base"
+MAX_BASES = 32  # files in one composition (a sanity bound; a cycle is refused by name)
+UNION_SECTIONS = ("model", "optimizer", "federated.server_optimizer")  # chosen by ``name``
+
+
+def load_composed(path: str | Path) -> tuple[dict[str, Any], list[Path]]:
+    """Read ``path`` and the files its ``base:`` names, merged: ``(raw, files)``.
+
+    ``base: digits_cnn.yaml`` (a path relative to the file that names it, or a list of
+    them, merged in order) is read first and the file's own keys are laid over it:
+    sections merge key by key, any other value (a list included) replaces the base's. A
+    section chosen by ``name`` (``model``, ``optimizer``, ``federated.server_optimizer``)
+    is replaced whole when the file picks another ``name`` (an ``mlp`` keeps none of a
+    ``cnn``'s keys). Bases may have bases; a file met twice on one chain is a cycle and an
+    error naming the chain. ``files`` lists the files read, the given one first.
+    """
+    return _compose(Path(path), ())
+
+
+def _compose(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], list[Path]]:
+    here = path.resolve()
+    if here in chain:
+        names = " -> ".join(str(p) for p in (*chain, here))
+        raise ConfigError(f"{chain[-1]}: base: {names} is a cycle")
+    if len(chain) >= MAX_BASES:
+        raise ConfigError(f"{path}: base: more than {MAX_BASES} files deep")
+    raw = load_yaml(path)
+    bases = raw.pop(BASE_KEY, None)
+    if bases is None:
+        return raw, [path]
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not bases or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(
+            f"{path}: base: expected a config file name (relative to this file) or a list of them"
+        )
+    merged: dict[str, Any] = {}
+    files = [path]
+    for name in bases:
+        base_path = path.parent / name
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: base: {name!r} not found (looked for {base_path})")
+        base_raw, base_files = _compose(base_path, (*chain, here))
+        merged = merge_configs(merged, base_raw)
+        files += base_files
+    return merge_configs(merged, raw), files
+
+
+def merge_configs(base: Mapping[str, Any], child: Mapping[str, Any], at: str = "") -> dict:
+    """``child`` laid over ``base`` (see :func:`load_composed`); neither is changed."""
+    merged = dict(base)
+    for key, value in child.items():
+        dotted = f"{at}.{key}" if at else key
+        below = merged.get(key)
+        if isinstance(value, dict) and isinstance(below, dict):
+            name = below.get("name")
+            switched = dotted in UNION_SECTIONS and value.get("name", name) != name
+            merged[key] = dict(value) if switched else merge_configs(below, value, dotted)
+        else:
+            merged[key] = value
+    return merged
+
+
 def validate(raw: Mapping[str, Any], source: str, overridden: Sequence[str] = ()) -> Config:
     """Validate a plain mapping into a Config; the first problem becomes one ConfigError line.
 
@@ -146,19 +218,26 @@ def validate(raw: Mapping[str, Any], source: str, overridden: Sequence[str] = ()
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Load ``path``, apply overrides, and return a validated, frozen Config.
 
+    The file may name a ``base:`` it varies (see :func:`load_composed`); the result is the
+    whole composed config, which is what a run's ``config.yaml`` then holds.
+
     Raises:
       ConfigError: unreadable or malformed file, bad override syntax, unknown key, wrong type or
-        impossible value; the message names the file and the dotted key (or the line).
+        impossible value, a missing base or a cycle of bases; the message names the file and
+        the dotted key (or the line).
     """
+    composed, files = load_composed(path)  # its errors name the file they are about
     try:
         parsed = parse_overrides(overrides)
-        raw = apply_overrides(load_yaml(path), parsed)
+        if BASE_KEY in parsed:
+            raise ConfigError(f"override {BASE_KEY}=...: name the base in the file, not here")
+        raw = apply_overrides(composed, parsed)
     except ConfigError as err:
-        message = str(err)
-        if message.startswith(f"{path}: "):
-            raise
-        raise ConfigError(f"{path}: {message}") from None
-    return validate(raw, str(path), tuple(parsed))
+        raise ConfigError(f"{path}: {err}") from None
+    source = str(path)
+    if len(files) > 1:
+        source += f" (with base {', '.join(str(f) for f in files[1:])})"
+    return validate(raw, source, tuple(parsed))
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from jaxtrain.config.federated import FederatedConfig, dp_model_problem
 from jaxtrain.config.prepare import PrepareConfig
 from jaxtrain.config.privacy import DPSGDConfig, dp_sgd_problem
 from jaxtrain.config.sweep import SweepConfig
+from jaxtrain.config.tracking import TrackingConfig
 from jaxtrain.config.transfer import TransferConfig
 
 # TFDS's own form of a name (tensorflow_datasets.core.naming): [namespace:]name[/config]
@@ -593,6 +594,13 @@ class TrainConfig:
     are the same. ``precision: bfloat16`` computes the forward and backward passes in bfloat16
     with float32 parameters, optimizer state and loss. ``micro_batches`` splits each batch into
     that many micro-batches whose gradients are accumulated (by ``lax.scan``) into one update.
+
+    ``extend_schedule`` says what the learning rate does when ``--resume RUN
+    train.epochs=N`` extends a run past the length its schedule was laid out for:
+    ``continue`` (stay at the value the schedule ended on) or ``restart`` (the schedule
+    again over the added steps: warmup, then constant or a new cosine). Unset, a constant
+    schedule continues and a decaying one asks. Each extension is a stage (``stages.json``;
+    the earlier stage's results move to ``stages/<k>/``).
     """
 
     epochs: Epochs = 10
@@ -609,6 +617,7 @@ class TrainConfig:
     precision: Literal["float32", "bfloat16"] = "float32"
     micro_batches: PositiveInt = 1
     dp: DPSGDConfig | None = None
+    extend_schedule: Literal["continue", "restart"] | None = None
 
     @model_validator(mode="after")
     def _one_monitor(self) -> TrainConfig:
@@ -664,6 +673,7 @@ class Config:
     fairness: FairnessConfig | None = None
     distributed: DistributedConfig | None = None
     transfer: TransferConfig | None = None
+    tracking: TrackingConfig | None = None
 
     @model_validator(mode="after")
     def _micro_batches_divide_batch(self) -> Config:

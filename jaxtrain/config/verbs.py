@@ -22,6 +22,7 @@ _LOOP_ONLY = {
         ("parallel", "a sweep places its members on devices itself (sweep.devices)"),
         ("early_stopping", "stop weak members with sweep.halving instead"),
         ("reduce_on_plateau", "a sweep has no per-member plateau schedule; sweep the rate"),
+        ("extend_schedule", "a sweep is not extended by --resume; start a longer sweep"),
         ("dp", "members train on fixed-size batches; DP-SGD needs Poisson-sampled ones"),
     ],
     "federated": [
@@ -31,13 +32,19 @@ _LOOP_ONLY = {
         ("epochs", "federated runs train for federated.rounds (federated.local_epochs per round)"),
         ("eval_every", "use federated.eval_every (rounds)"),
         ("fused_epochs", "clients always train as one scan on the device"),
+        ("extend_schedule", "a client's schedule spans one round; add federated.rounds"),
+    ],
+    "learning-curve": [
+        ("extend_schedule", "every point is a new run, never extended"),
     ],
 }
 
 
 def check_verb(config: Config, verb: str, source: object = "config") -> None:
     """Raise :class:`ConfigError` naming ``source`` and the key when ``config`` sets something
-    ``verb`` (``train``, ``sweep``, ``federated``, ``learning-curve``) cannot honour."""
+    ``verb`` (``train``, ``sweep``, ``federated``, ``learning-curve``, ``eval``) cannot
+    honour."""
+    _check_tracking(config, verb, source)
     train = config.train
     if verb in ("train", "learning-curve"):  # one run: a section for another verb is not run
         for section, other in (("sweep", "sweep"), ("federated", "federated")):
@@ -172,3 +179,18 @@ def can_stream(config: Config, verb: str) -> bool:
         and config.fairness is None
         and config.train.dp is None  # DP-SGD samples every example each step (in memory)
     )
+
+
+def _check_tracking(config: Config, verb: str, source: object) -> None:
+    """Every verb logs to the configured trackers (train, sweep members, federated rounds,
+    learning-curve points, evaluations); a tracker whose library is missing is refused."""
+    import importlib.util
+
+    tracking = config.tracking
+    if tracking is not None and tracking.mlflow is not None:
+        if importlib.util.find_spec("mlflow") is None:
+            raise ConfigError(
+                f"{source}: tracking.mlflow: the mlflow package is not installed, so jaxtrain "
+                f"{verb} cannot log to MLflow; pip install 'jaxtrain[mlflow]' (or remove "
+                "tracking.mlflow)"
+            )

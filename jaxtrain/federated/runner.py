@@ -19,7 +19,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxtrain.checkpoint import Checkpoints
 from jaxtrain.config import Config, ConfigError, config_to_dict
@@ -40,6 +39,7 @@ from jaxtrain.federated.server import (
 from jaxtrain.files import write_json
 from jaxtrain.logging import truncate_after
 from jaxtrain.logging.outputs import RunOutputs
+from jaxtrain.logging.progress import Progress
 from jaxtrain.models import is_fitted
 from jaxtrain.train.callbacks import Callback, chain
 from jaxtrain.train.evaluate import evaluate, scalars
@@ -217,14 +217,14 @@ def _run(config, fed, run_dir, pieces, checkpoints, resume, progress, callback, 
         if round_ in epsilon_at:
             logged["epsilon"] = epsilon_at[round_]
         outputs.log(round_, "train", logged)
-        if "loss" in logged:  # not logged with federated.dp.log: private
-            bar.set_postfix(loss=f"{logged['loss']:.4f}")
+        bar.record(round_, "train", logged)  # no loss with federated.dp.log: private
 
     def validate(round_, server):
         seen["validation"] = evaluate(
             eval_step, server, data.splits["validation"], config.data.eval_batch_size, task
         )
         outputs.log(round_, "validation", scalars(seen["validation"]))
+        bar.record(round_, "validation", scalars(seen["validation"]))
         if callback.on_eval(round_, seen["validation"]) and round_ < fed.rounds:
             save(round_, server)
             raise Halt("stopped")
@@ -235,14 +235,15 @@ def _run(config, fed, run_dir, pieces, checkpoints, resume, progress, callback, 
 
     purge = resumed_from + 1 if resumed_from else None
     with (
-        RunOutputs(run_dir, purge_step=purge) as outputs,
-        tqdm(
-            total=fed.rounds,
+        RunOutputs(run_dir, purge_step=purge, config=config) as outputs,
+        Progress(
+            fed.rounds,
             initial=resumed_from,
             desc=config.name,
             unit="round",
-            disable=None if progress else True,
-        ) as bar,  # fmt: skip
+            enabled=progress,
+            every=config.train.log_every,
+        ) as bar,
     ):
         outcome = run_periodic(
             server,
@@ -252,7 +253,7 @@ def _run(config, fed, run_dir, pieces, checkpoints, resume, progress, callback, 
             [Every(fed.eval_every, validate), Every(fed.checkpoint_every, save)],
             sink=log,
             should_stop=callback.on_step,
-            progress=lambda round_: bar.update(round_ - bar.n),
+            progress=bar.update,
         )
         round_, server = outcome.step, outcome.state
         if outcome.status == "stopped" and seen["saved"] != round_:
@@ -263,6 +264,7 @@ def _run(config, fed, run_dir, pieces, checkpoints, resume, progress, callback, 
                   "validation": seen["validation"], "test": None, "epsilon": epsilon(round_),
                   "run_dir": str(run_dir), "server": server}  # fmt: skip
         if outcome.status != "finished":
+            outputs.status = "KILLED"  # the tracked run is resumable, not finished
             return result
         if seen["skipped"]:
             print(f"jaxtrain: warning: {seen['skipped']} round(s) had a non-finite loss "

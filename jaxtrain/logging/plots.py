@@ -121,19 +121,32 @@ def plot_confusion_matrix(
 
 
 def plot_learning_curve_sizes(
-    sizes: Sequence[int], curves: Mapping[str, Sequence[float]], metric: str, path: Path
+    sizes: Sequence[int],
+    curves: Mapping[str, Sequence[float]],
+    metric: str,
+    path: Path,
+    intervals: Mapping[str, Sequence[tuple[float, float] | None]] | None = None,
+    title_note: str | None = None,
 ) -> Path:
     """A learning-curve experiment: ``metric`` (one line per split in ``curves``) against the
-    number of training examples (log-scaled x axis). Returns the PNG path."""
+    number of training examples (log-scaled x axis); ``intervals`` (per split, a
+    ``(low, high)`` per size) are drawn as shaded bands. Returns the PNG path."""
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     for split, values in curves.items():
         style = _SPLIT_STYLE.get(split, {})
-        ax.plot(sizes, values, marker="o", label=split, **style)
+        shown = [np.nan if v is None else v for v in values]
+        ax.plot(sizes, shown, marker="o", label=split, **style)
+        bands = (intervals or {}).get(split)
+        if bands and all(b is not None for b in bands):
+            label = f"{split} 95% interval (seeds)"
+            ax.fill_between(sizes, [b[0] for b in bands], [b[1] for b in bands], alpha=0.2,
+                            label=label, **style)  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("training examples")
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against training-set size")
+    title = f"{metric} against training-set size"
+    ax.set_title(title + (f" ({title_note})" if title_note else ""))
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()

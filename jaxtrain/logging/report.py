@@ -81,7 +81,12 @@ def _summary_section(summary: Mapping[str, Any]) -> list[str]:
     ]
     if training.get("resumed_from") is not None:
         rows.append(("resumed from step", training["resumed_from"]))
-    return ["## Summary", "", *_table(["item", "value"], rows)]
+    for key, label in (("members", "members"), ("groups", "programs (groups)"),
+                       ("best_member", "best member")):  # fmt: skip
+        if training.get(key) is not None:
+            rows.append((label, training[key]))
+    known = [(item, value) for item, value in rows if value not in (None, "n/a")]
+    return ["## Summary", "", *_table(["item", "value"], known)]
 
 
 def _entry(per_class: Mapping[str, Sequence[Any]], column: str, i: int) -> Any:
@@ -105,6 +110,17 @@ def _test_section(test: Mapping[str, Any], class_names: Sequence[str]) -> list[s
         rows = [[names[i], *(_entry(per_class, c, i) for c in columns)] for i in range(k)]
         lines += ["### Per class", "", *_table(["class", *columns], rows)]
     return lines
+
+
+def _environment_value(value: Any) -> str:
+    """One environment entry on one line: lists joined, mappings as ``key value; ...``."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k} {_environment_value(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value) if value != "" else "none"
 
 
 def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
@@ -143,9 +159,7 @@ def write_report(run_dir: Path, summary: Mapping[str, Any]) -> Path:
     if summary.get("environment"):
         lines += ["## Environment", ""]
         for key, value in summary["environment"].items():
-            if isinstance(value, list | tuple):
-                value = ", ".join(str(v) for v in value) or "none"
-            lines.append(f"- **{key}**: {'n/a' if value is None else value}")
+            lines.append(f"- **{key}**: {_environment_value(value)}")
         lines.append("")
 
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,27 @@ def truncate_after(run_dir: Path, step: int) -> None:
     _replace_lines(path, kept)
 
 
+def write_hparams(
+    tb: SummaryWriter, params: Mapping[str, Any], metrics: Mapping[str, float], step: int
+) -> None:
+    """A run's hyperparameters and final metrics for TensorBoard's HParams tab, whose table
+    then compares every run under a ``--logdir``: the hparams plugin's session records
+    (``tensorboardX.summary.hparams``) in the run's own event file, and each metric as the
+    scalar ``final/<name>`` at ``step``. ``params`` values other than numbers, booleans and
+    text are shown as text; non-finite metrics are left out."""
+    from tensorboardX.summary import hparams as hparams_summary
+
+    shown = {k: v if isinstance(v, bool | int | float | str) else str(v)
+             for k, v in params.items()}  # fmt: skip
+    tags = {f"final/{k}": float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+    experiment, start, end = hparams_summary(shown, tags)
+    writer = tb._get_file_writer()
+    for summary in (experiment, start, end):
+        writer.add_summary(summary)
+    for tag, value in tags.items():
+        tb.add_scalar(tag, value, global_step=step)
+
+
 class MetricWriter:
     """Appends metric records to ``run_dir/metrics.jsonl`` and to TensorBoard.
 
@@ -180,6 +201,18 @@ class MetricWriter:
         self._file.flush()
         for name, value in values.items():
             self._tb.add_scalar(f"{split}/{name}", value, global_step=step)
+
+    def text(self, tag: str, markdown: str, step: int = 0) -> None:
+        """TensorBoard text (its Text tab renders markdown), e.g. the resolved config."""
+        self._tb.add_text(tag, markdown, global_step=step)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        """One TensorBoard scalar that is not a ``metrics.jsonl`` record."""
+        self._tb.add_scalar(tag, value, global_step=step)
+
+    def hparams(self, params: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
+        """See :func:`write_hparams`."""
+        write_hparams(self._tb, params, metrics, step)
 
     def flush(self) -> None:
         """Flushes the JSONL file and asks TensorBoard to flush what it has written."""

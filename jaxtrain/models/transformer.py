@@ -323,6 +323,7 @@ def generate(
     temperature: float | jax.Array = 1.0,
     top_k: int | None = None,
     return_logits: bool = False,
+    slide: bool = True,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Continue ``prompt: i32[batch, P]`` by ``max_new_tokens`` sampled tokens (KV cache).
 
@@ -334,7 +335,15 @@ def generate(
     steps) that is compiled once per ``model``, ``max_new_tokens`` and prompt shape;
     ``temperature`` (0 = greedy) and ``top_k`` are traced, so changing them does not recompile,
     and ``generate`` itself may be wrapped in ``jax.jit`` with ``model``, ``max_new_tokens`` and
-    ``return_logits`` static. Raises ValueError if ``P + max_new_tokens > model.max_len``.
+    ``return_logits`` static.
+
+    Past the context (``P + max_new_tokens > model.max_len``) the window slides: with
+    ``keep = max_len // 2``, each round re-reads (prefills) the last ``keep`` tokens, or the
+    whole text while it is shorter, and generates until the window is full (``max_len``
+    tokens), so every new token sees between ``keep`` and ``max_len - 1`` tokens before it
+    (the first round sees the prompt's last ``keep`` tokens when the prompt itself is longer).
+    Each round draws its own keys (``fold_in(key, round)``); one program is compiled per
+    round shape. ``slide=False`` raises ValueError instead.
     """
     batch, prompt_len = prompt.shape
     if prompt_len < 1 or max_new_tokens < 1:
@@ -342,6 +351,19 @@ def generate(
             f"generate needs a prompt of at least one token and max_new_tokens >= 1, got a prompt"
             f" of {prompt_len} tokens and max_new_tokens={max_new_tokens}"
         )
+    if slide and prompt_len + max_new_tokens > model.max_len:
+        keep = max(1, model.max_len // 2)
+        out, pieces, done, step = prompt.astype(jnp.int32), [], 0, 0
+        while done < max_new_tokens:
+            context = out[:, -keep:] if out.shape[1] > keep else out
+            count = min(model.max_len - context.shape[1], max_new_tokens - done)
+            new, logits = generate(model, params, context, jax.random.fold_in(key, step),
+                                   max_new_tokens=count, temperature=temperature, top_k=top_k,
+                                   return_logits=True, slide=False)  # fmt: skip
+            out = jnp.concatenate([out, new[:, context.shape[1] :]], axis=1)
+            pieces.append(logits)
+            done, step = done + count, step + 1
+        return (out, jnp.concatenate(pieces, axis=1)) if return_logits else out
     if prompt_len + max_new_tokens > model.max_len:
         raise ValueError(
             f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) ="

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from jaxtrain.config import Config, dump_config
-from jaxtrain.files import read_json, write_json
+from jaxtrain.files import read_json, write_json, write_text_atomic
 
 RUNS_DIR_ENV = "JAXTRAIN_RUNS_DIR"
 CONFIG_FILE = "config.yaml"
 DATA_STATS_FILE = "data_stats.json"  # statistics fitted on the training split, reused later
+SPLIT_ROWS_FILE = "split_rows.csv"  # which source row went to which split
 LOCK_FILE = ".lock"
 
 
@@ -63,22 +64,105 @@ def new_run_dir(runs_dir: Path, name: str) -> Path:
     raise RunError(f"{parent}: could not find a free run directory name")
 
 
-def start_run(config: Config, runs_dir: str | Path | None, data, suffix: str = "") -> Path:
+def start_run(
+    config: Config, runs_dir: str | Path | None, data, suffix: str = "", what: str = "run directory"
+) -> Path:
     """A new run directory for ``config`` (under ``runs_dir``, default :func:`default_runs_dir`)
-    holding the resolved ``config.yaml``, ``environment.json`` and, where data preparation
-    reported anything, ``data_report.md``/``.json``. Called only after every check passed."""
+    holding the resolved ``config.yaml``, ``environment.json``, ``split_rows.csv`` and, where
+    data preparation reported anything, ``data_report.md``/``.json``; announced on stderr
+    (``jaxtrain: <what>: <path>``) before anything else is said about it. Called only after
+    every check passed."""
     from jaxtrain.data import write_data_report
+    from jaxtrain.logging.progress import announce
 
     run_dir = new_run_dir(check_runs_dir(runs_dir), config.name + suffix)
+    announce(run_dir, what)
     dump_config(config, run_dir / CONFIG_FILE)
     write_json(run_dir / "environment.json", environment())
     if data.report is not None:
         write_data_report(run_dir, data.report)
+        warn_leakage(data.report.leakage, run_dir)
+    if data.rows:
+        write_split_rows(run_dir / SPLIT_ROWS_FILE, data.rows)
     return run_dir
 
 
+def write_split_rows(path: Path, rows: dict) -> Path:
+    """``split_rows.csv``: ``row,split`` for every example the run uses, in split order
+    (train, validation, test), each row its position in the source (a table's data row,
+    counting from 0 after the header; for a bundled dataset, its position in the source's
+    own splits laid end to end). Rows dropped by data preparation are absent."""
+    lines = ["row,split"]
+    for split, positions in rows.items():
+        lines += [f"{int(r)},{split}" for r in positions]
+    return write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def warn_leakage(leakage: dict | None, run_dir: Path) -> None:
+    """A console warning when the same example sits in two splits (data_report.md lists
+    them; ``data.prepare.leakage: error`` refuses such data, ``off`` skips the check)."""
+    if not leakage or not leakage.get("found"):
+        return
+    pairs = leakage.get("pairs") or {}
+    detail = ", ".join(f"{pair} {d['examples']}" for pair, d in pairs.items())
+    print(
+        f"jaxtrain: warning: {leakage['found']} example(s) sit in two splits ({detail}): held-"
+        f"out metrics will be optimistic; see {run_dir / 'data_report.md'} "
+        "(data.prepare.leakage: error refuses such data)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+# CPU features XLA's CPU code generator may use: vector width and fused multiply-add change
+# the order (and so the rounding) of float sums, hence the last bits of a result.
+_SIMD_FLAGS = ("sse", "ssse", "avx", "fma", "f16c", "amx", "bmi", "popcnt")
+_ENV_PREFIXES = ("XLA_", "JAX_", "TF_CPP_", "OMP_", "MKL_", "OPENBLAS_", "CUDA_VISIBLE", "TPU_")
+
+
+def cpu_description() -> dict[str, Any]:
+    """``{"model", "cores", "flags"}`` of the host CPU: the model name, the logical cores
+    this process may use, and the instruction-set extensions XLA can target (SSE/AVX/FMA/
+    AMX families; Linux ``/proc/cpuinfo``, macOS ``sysctl``; ``None`` where unknown)."""
+    model, flags = None, None
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        try:
+            text = cpuinfo.read_text(errors="replace")
+        except OSError:
+            text = ""
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if model is None and key in ("model name", "Model", "cpu model"):
+                model = value.strip()
+            if flags is None and key in ("flags", "Features"):
+                flags = value.split()
+            if model is not None and flags is not None:
+                break
+    elif sys.platform == "darwin":
+        model = _sysctl("machdep.cpu.brand_string")
+        features = _sysctl("machdep.cpu.features") or ""
+        flags = features.lower().replace(".", "_").split() or None
+    if flags is not None:
+        flags = sorted({f for f in flags if f.startswith(_SIMD_FLAGS)})
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"model": model or platform.processor() or None, "cores": cores, "flags": flags}
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        return subprocess.run(
+            ["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def environment() -> dict[str, Any]:
-    """Versions, platform, devices and the git revision of the working directory."""
+    """Versions, platform, devices, the git revision of the working directory, and what
+    decides the last bits of a float result: the CPU (model, cores, SIMD flags), the XLA
+    flags and the JAX settings and environment variables in force."""
     import flax
     import jax
     import jaxlib
@@ -98,7 +182,18 @@ def environment() -> dict[str, Any]:
         "optax": optax.__version__,
         "platform": platform.platform(),
         "devices": [str(d) for d in jax.devices()],
+        "backend": jax.default_backend(),
         "git_revision": revision,
+        "cpu": cpu_description(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "jax_settings": {
+            "jax_enable_x64": bool(jax.config.jax_enable_x64),
+            "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+            "jax_threefry_partitionable": bool(jax.config.jax_threefry_partitionable),
+        },
+        "environment_variables": {
+            k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)
+        },
     }
 
 

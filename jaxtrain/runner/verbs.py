@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jaxtrain.config import ConfigError, load_config
+from jaxtrain.config import ConfigError, dump_config, load_config
 from jaxtrain.config.verbs import check_verb
 from jaxtrain.runner.checks import check_resumable, checked_data, resumed_config
 from jaxtrain.runner.run_dirs import (
@@ -22,10 +22,13 @@ from jaxtrain.runner.run_dirs import (
     run_lock,
     start_run,
 )
+from jaxtrain.runner.stages import begin_stage, plan_extension, read_stages
 
 RESUMABLE_PREFIX = "train."  # settings a resumed run may change (length, logging, keeping)
 # ... and where it runs: a checkpoint of any placement restores into any other.
-RESUMABLE_PREFIXES = (RESUMABLE_PREFIX, "distributed.")
+RESUMABLE_PREFIXES = (RESUMABLE_PREFIX, "distributed.", "tracking.")
+MAX_CURVE_STEPS = 2**31 - 1  # the step counter is a 32-bit integer
+MAX_CURVE_SEEDS = 100  # a sanity cap: every seed of every fraction is a full run
 FEDERATED_RESUMABLE = ("train.", "federated.rounds", "federated.eval_every",
                        "federated.checkpoint_every")  # fmt: skip
 
@@ -49,19 +52,30 @@ def train(
 
     from jaxtrain.distributed import broadcast_text, is_writer
     from jaxtrain.distributed import initialize as initialize_distributed
+    from jaxtrain.logging.progress import announce
     from jaxtrain.train.parallel import check_placement
 
     if resume is not None:
         run_dir = existing_run(resume)
-        allowed = f"{RESUMABLE_PREFIX}* and distributed.* settings"
+        allowed = f"{RESUMABLE_PREFIX}*, distributed.* and tracking.* settings"
         check_resumable(run_dir, overrides, RESUMABLE_PREFIXES, allowed)
         config = load_config(run_dir / CONFIG_FILE, overrides)
         check_verb(config, "train", run_dir / CONFIG_FILE)
         initialize_distributed(config.distributed)
         check_placement(config, run_dir / CONFIG_FILE)  # before the run directory changes
         with _writer_lock(run_dir):  # checked before anything in the directory changes
-            config, data = resumed_config(run_dir, overrides, is_writer())
-            return _train_locked(config, run_dir, data, resume, progress, report)
+            before = load_config(run_dir / CONFIG_FILE)
+            config, data = resumed_config(run_dir, overrides, writer=False)
+            stages = _extension(run_dir, before, config, data)  # may refuse: nothing written
+            if is_writer():
+                announce(run_dir, "resuming run directory")
+                if overrides:
+                    dump_config(config, run_dir / CONFIG_FILE)
+                if stages is not None:
+                    moved = begin_stage(run_dir, stages)
+                    _announce_stage(run_dir, stages, moved)
+            stages = read_stages(run_dir) if stages is None else stages
+            return _train_locked(config, run_dir, data, resume, progress, report, stages)
     if config_path is None:
         raise ConfigError("a config file is required (or --resume RUN_DIR)")
     config = load_config(config_path, overrides)
@@ -78,6 +92,36 @@ def train(
         return _train_locked(config, run_dir, data, resume, progress, report)
 
 
+def _extension(run_dir: Path, before, after, data) -> list[dict] | None:
+    """The run's stages when this resume extends it (see :mod:`jaxtrain.runner.stages`)."""
+    from jaxtrain.models import is_fitted
+    from jaxtrain.train.extend import rate_at
+    from jaxtrain.train.pieces import total_steps
+
+    if is_fitted(after.model):
+        return None
+    train_size = len(data.splits["train"])
+    steps_before, steps_after = total_steps(before, train_size), total_steps(after, train_size)
+    if steps_after == steps_before:
+        return None
+    stages = read_stages(run_dir)
+    final = rate_at(before.optimizer, stages, steps_before)
+    return plan_extension(run_dir, before, after, steps_before, steps_after, final)
+
+
+def _announce_stage(run_dir: Path, stages: list[dict], moved: Path | None) -> None:
+    import sys
+
+    stage = stages[-1]
+    kept = f"; stage {stages[-2]['stage']}'s results are kept in {moved}" if moved else ""
+    print(
+        f"jaxtrain: stage {stage['stage']}: steps {stage['start_step']}..{stage['end_step']} "
+        f"(train.epochs={stage['epochs']}), learning rate schedule: {stage['schedule']}{kept}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _writer_lock(run_dir: Path):
     """The run directory's lock, held by the process that writes it (process 0)."""
     from jaxtrain.distributed import is_writer
@@ -85,7 +129,7 @@ def _writer_lock(run_dir: Path):
     return run_lock(run_dir) if is_writer() else contextlib.nullcontext()
 
 
-def _train_locked(config, run_dir, data, resume, progress, report):
+def _train_locked(config, run_dir, data, resume, progress, report, stages=()):
     from jaxtrain.files import write_json
     from jaxtrain.models import is_fitted
     from jaxtrain.train import RunResult, stop_on_signals, train_and_evaluate
@@ -108,6 +152,7 @@ def _train_locked(config, run_dir, data, resume, progress, report):
             callbacks=(preemption,),
             progress=progress,
             report=report,
+            stages=stages,
         )
 
 
@@ -122,6 +167,7 @@ def federated_run(
     """``jaxtrain federated``: simulate the config's ``federated:`` section (clients as one
     vmapped program per round), or continue the run directory ``resume``."""
     from jaxtrain.federated import check_federated, run_federated
+    from jaxtrain.logging.progress import announce
     from jaxtrain.train import stop_on_signals
 
     if resume is not None:
@@ -132,6 +178,7 @@ def federated_run(
         with run_lock(run_dir):
             config, data = resumed_config(run_dir, overrides, verb="federated")
             _check_calibrated_rounds(config, overrides)
+            announce(run_dir, "resuming run directory")
             with stop_on_signals() as preemption:
                 return run_federated(
                     config, run_dir, data, resume=True, progress=progress, callbacks=(preemption,)
@@ -178,6 +225,7 @@ def sweep_run(
 
     from jaxtrain.distributed import broadcast_text, is_writer
     from jaxtrain.distributed import initialize as initialize_distributed
+    from jaxtrain.logging.progress import announce
     from jaxtrain.sweep import expand, run_sweep
 
     if resume is not None:
@@ -187,6 +235,8 @@ def sweep_run(
         initialize_distributed(config.distributed)
         with _writer_lock(run_dir):
             checked_data(config, run_dir / CONFIG_FILE, verb="sweep")
+            if is_writer():
+                announce(run_dir, "resuming sweep directory")
             return run_dir, run_sweep(config, run_dir, resume=True, progress=progress)
     if config_path is None:
         raise ConfigError("a config file is required (or --resume SWEEP_DIR)")
@@ -202,7 +252,7 @@ def sweep_run(
     initialize_distributed(config.distributed)
     data = checked_data(config, config_path, verb="sweep")
     # Process 0 creates the sweep directory; the others learn its name from it.
-    run_dir = start_run(config, runs_dir, data) if is_writer() else None
+    run_dir = start_run(config, runs_dir, data, what="sweep directory") if is_writer() else None
     if jax.process_count() > 1:
         run_dir = Path(broadcast_text(str(run_dir) if run_dir else None))
     with _writer_lock(run_dir):
@@ -254,17 +304,32 @@ def learning_curve_run(
     *,
     runs_dir: str | Path | None = None,
     progress: bool = True,
+    steps: int | None = None,
+    seeds: int = 1,
 ) -> tuple[Path, dict[str, Any]]:
     """``jaxtrain learning-curve``: train ``config_path`` on growing shares of its training
-    split (see :mod:`jaxtrain.learning_curve`); returns the directory and the result."""
+    split (see :mod:`jaxtrain.learning_curve`), each for ``steps`` steps (default:
+    ``train.epochs`` over the share) and ``seeds`` times; returns the directory and the
+    result."""
     from jaxtrain.data import DatasetError
     from jaxtrain.learning_curve import learning_curve
 
     bad = [f for f in fractions if not 0 < f <= 1]
     if bad or not fractions:
         raise ConfigError(f"--fractions: each must be in (0, 1], got {list(fractions)}")
+    if len(set(fractions)) != len(fractions):
+        raise ConfigError(f"--fractions: each share once, got {list(fractions)}")
+    if steps is not None and not 1 <= steps <= MAX_CURVE_STEPS:
+        raise ConfigError(f"--steps: {steps} is outside 1..{MAX_CURVE_STEPS:,}")
+    if not 1 <= seeds <= MAX_CURVE_SEEDS:
+        raise ConfigError(f"--seeds: {seeds} is outside 1..{MAX_CURVE_SEEDS}")
     config = load_config(config_path, overrides)
     check_verb(config, "learning-curve", config_path)
+    if steps is not None and config.train.dp is not None:
+        raise ConfigError(
+            f"{config_path}: train.dp: --steps changes the run's length, but the DP-SGD plan "
+            "(noise, privacy account) is laid out for train.epochs; leave out --steps"
+        )
     check_runs_dir(runs_dir)
     data = checked_data(config, config_path, verb="learning-curve")
     smallest = round(min(fractions) * len(data.splits["train"]))
@@ -274,4 +339,6 @@ def learning_curve_run(
             f"examples, fewer than data.batch_size={config.data.batch_size}"
         )
     run_dir = start_run(config, runs_dir, data, suffix="_learning_curve")
-    return run_dir, learning_curve(config, run_dir, data, fractions, progress=progress)
+    return run_dir, learning_curve(
+        config, run_dir, data, fractions, progress=progress, steps=steps, seeds=seeds
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,13 +21,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from jaxtrain.checkpoint import Checkpoints
 from jaxtrain.config import CheckpointConfig, Config
 from jaxtrain.config.verbs import check_verb
 from jaxtrain.data import prepare_data
 from jaxtrain.distributed import is_writer
+from jaxtrain.logging import progress as console
 from jaxtrain.sweep import population as pop
 from jaxtrain.sweep.best import save_best
 from jaxtrain.sweep.build import BuiltGroup, build_group, initial_population, monitor_of
@@ -117,9 +118,39 @@ def run_sweep(
     return {**summary, "populations": populations}
 
 
-def progress_bar(total: int, name: str, progress: bool) -> tqdm:
-    """The sweep's progress bar (member-steps), shown by the writing process only."""
-    return tqdm(total=total, disable=None if progress and is_writer() else True, desc=name)
+def progress_bar(total: int, name: str, progress: bool) -> MemberSteps:
+    """The sweep's progress (member-steps), shown by the writing process only: a bar on a
+    terminal, a line per evaluation elsewhere (speed and time left included)."""
+    return MemberSteps(
+        console.Progress(
+            total, desc=name, unit="member-step", enabled=progress and is_writer(),
+            timed="validation",  # a sweep logs evaluations only: they carry the speed
+        )
+    )  # fmt: skip
+
+
+class MemberSteps:
+    """A :class:`~jaxtrain.logging.progress.Progress` counted in member-steps: each group
+    (each device lane, in its own thread) adds the steps it trained times its members."""
+
+    def __init__(self, progress: console.Progress):
+        self.progress, self.n = progress, 0
+        self._lock = threading.Lock()
+
+    def update(self, count: int) -> None:
+        with self._lock:
+            self.n += count
+            self.progress.update(self.n)
+
+    def record(self, metrics: dict[str, Any]) -> None:
+        with self._lock:
+            self.progress.record(self.n, "validation", metrics)
+
+    def __enter__(self) -> MemberSteps:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.close()
 
 
 def finish(
@@ -245,7 +276,7 @@ def train_groups(
     groups: list[Group],
     done: Progress,
     checkpoints: Checkpoints,
-    bar: tqdm,
+    bar: MemberSteps,
     record: dict[str, Any] | None = None,
     programs: dict[str, Any] | None = None,
 ) -> dict[int, dict[str, Any]]:
@@ -332,7 +363,7 @@ def train_group(
     group: Group,
     done: Progress,
     checkpoints: Checkpoints | None,
-    bar: tqdm,
+    bar: MemberSteps,
     record: dict[str, Any] | None = None,
     programs: dict[str, Any] | None = None,
     available: list | None = None,
@@ -448,6 +479,8 @@ def _train_group(
             if best.value is None or better(value, best.value):
                 best.value, best.member, best.group, best.step = value, member_id, group.index, at
                 best.validation, best.state = validation, pop.member(live.state, pos)
+        finite = [v for p, v in enumerate(values) if p not in diverged and math.isfinite(v)]
+        shown = {f"best_{metric}": (max if mode == "max" else min)(finite)} if finite else {}
         if diverged:  # under train.nonfinite=stop a diverged member stops, the rest go on
             kept = [p for p in range(len(live.active)) if p not in diverged]
             values = [values[p] for p in kept]
@@ -471,6 +504,7 @@ def _train_group(
                 live.real(), order, live.active, done.records, sweep, swept, at, group.index
             )
             live.place(sweep.devices, built)
+        bar.record({**shown, "members": len(live.active)})
         return live
 
     def save(at: int, live: Live) -> None:

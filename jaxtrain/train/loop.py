@@ -9,14 +9,15 @@ what happens after the last step is :mod:`jaxtrain.train.post_run`.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
-from tqdm.auto import tqdm
 
 from jaxtrain.config import Config, config_to_dict
 from jaxtrain.data import PreparedData
@@ -24,9 +25,11 @@ from jaxtrain.distributed import is_writer
 from jaxtrain.files import write_json
 from jaxtrain.logging import truncate_after
 from jaxtrain.logging.outputs import RunOutputs
+from jaxtrain.logging.progress import Progress
 from jaxtrain.train.advance import make_advance, training_stream
 from jaxtrain.train.callbacks import Callback, EarlyStopping, PlateauSchedule, chain
 from jaxtrain.train.evaluate import evaluate, scalars
+from jaxtrain.train.extend import from_stages
 from jaxtrain.train.optim import PEAK, scale_learning_rate
 from jaxtrain.train.parallel import build_placement
 from jaxtrain.train.periodic import Every, Halt, Jump, run_periodic
@@ -68,6 +71,8 @@ def train_and_evaluate(
     callbacks: tuple[Callback, ...] = (),
     progress: bool = True,
     report: bool = True,
+    stages: Sequence[dict] = (),
+    total_steps: int | None = None,
 ) -> RunResult:
     """Train ``config`` in ``run_dir`` (which must exist), evaluate, checkpoint, report.
 
@@ -76,10 +81,25 @@ def train_and_evaluate(
     done the best checkpoint is evaluated on the test split and ``metrics.json`` written; with
     ``report`` the analysis stage follows (plots, ``report.md``; ``jaxtrain report`` can run
     it later). With ``resume`` the latest intact checkpoint in ``run_dir`` is restored (state
-    and data position) and training continues exactly where it stopped.
+    and data position) and training continues exactly where it stopped. ``stages``: the
+    run's ``stages.json`` records when it was extended (the schedule then spans each stage,
+    see :mod:`jaxtrain.train.extend`). ``total_steps``: train exactly that many steps (a
+    learning curve's fixed budget; ``train.epochs`` must cover them) instead of
+    ``train.epochs`` full passes.
     """
     run_dir = Path(run_dir)
-    pieces = build_pieces(config, data, pretrained=not resume)
+    first_stage, extensions = from_stages(stages)
+    pieces = build_pieces(
+        config,
+        data,
+        pretrained=not resume,
+        steps=first_stage or total_steps,
+        extensions=extensions,
+    )
+    if total_steps is not None:
+        if total_steps > pieces.total_steps:
+            raise ValueError(f"total_steps={total_steps} is more than train.epochs cover")
+        pieces = dataclasses.replace(pieces, total_steps=total_steps)
     placement = build_placement(config.train.parallel, pieces)
     placement.check_batch(config.data.batch_size, "data.batch_size")
     placement.check_batch(config.data.eval_batch_size, "data.eval_batch_size")
@@ -127,9 +147,16 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
     start = (step, iterator.get_state(), host_state)  # where a rollback with no checkpoint goes
     record = {"reductions": [], "rollbacks": [], "lr_factor": 1.0, "first_call_s": 0.0,
               "first_count": 0, "saved": None, "state": None}  # fmt: skip
-    outputs = RunOutputs(run_dir, enabled=is_writer(), purge_step=step + 1 if step else None)
-    bar = tqdm(total=total, initial=step, desc=config.name, unit="step",
-               disable=None if progress and is_writer() else True)  # fmt: skip
+    outputs = RunOutputs(
+        run_dir, enabled=is_writer(), purge_step=step + 1 if step else None, config=config
+    )
+    bar = Progress(total, initial=step, desc=config.name, enabled=progress and is_writer(),
+                   examples_per_step=config.data.batch_size,
+                   steps_per_epoch=train_size / config.data.batch_size)  # fmt: skip
+
+    def write(at: int, split: str, metrics) -> None:
+        outputs.log(at, split, metrics)
+        bar.record(at, split, metrics)
 
     def save(at: int, state, metrics=None) -> None:
         log.flush(at)  # every step before a checkpoint is checked first
@@ -142,7 +169,7 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
             eval_step, current, data.splits["validation"], config.data.eval_batch_size, pieces.task
         )
         spent = {"epsilon": epsilon_at[at]} if at in epsilon_at else {}  # train.dp
-        outputs.log(at, "validation", {**scalars(metrics), **spent})
+        write(at, "validation", {**scalars(metrics), **spent})
         factor = plateau.update(metrics) if plateau else 1.0
         if factor < 1.0:  # before saving, so resume keeps the new rate
             peak = float(current.opt_state.hyperparams[PEAK]) * factor
@@ -186,13 +213,7 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
         record["first_call_s"], record["first_count"] = time.perf_counter() - started, count
         return state, metrics
 
-    def show(shown: dict[str, float]) -> None:
-        bar.set_postfix({k: f"{v:.4f}" for k, v in shown.items()})
-
-    def progressed(at: int) -> None:
-        bar.update(at - bar.n)
-
-    log = TrainLog(config, outputs.log, placement.host_metrics, train_size, total, roll_back, show)
+    log = TrainLog(config, write, placement.host_metrics, train_size, total, roll_back)
     log.reset(step)
     started = time.perf_counter()
     with outputs, bar:
@@ -205,7 +226,7 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
             chunked=config.train.fused_epochs,
             sink=log,
             should_stop=callback.on_step,
-            progress=progressed,
+            progress=bar.update,
         )
         state = record["state"] if record["saved"] == outcome.step else outcome.state
         if outcome.status == "stopped" and record["saved"] != outcome.step:
@@ -214,6 +235,7 @@ def _train(config, run_dir, pieces, placement, checkpoints, iterator, resume, ca
         checkpoints.wait()
         final_state = placement.host_state(state)
         if outcome.status == "stopped":
+            outputs.status = "KILLED"  # the tracked run is resumable, not finished
             return RunResult("stopped", outcome.step, total, final_state, None, run_dir)
         timed = outcome.step - resumed_from - record["first_count"]
         step_seconds = (train_seconds - record["first_call_s"]) / timed if timed > 0 else None

@@ -16,7 +16,7 @@ optax's names, wherever it sits in the state (inside ``optax.chain`` too).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -25,6 +25,7 @@ import optax
 
 from jaxtrain import registry
 from jaxtrain.config import ScheduleConfig
+from jaxtrain.train.extend import Extension, extend_schedule
 
 PEAK = registry.PEAK  # "peak_learning_rate"
 ScheduleShape = Callable[[jax.Array, jax.Array], jax.Array]  # (peak, count) -> learning rate
@@ -123,6 +124,7 @@ def build_optimizer(
     config: Any,
     total_steps: int,
     wrap: Callable[[optax.GradientTransformation], optax.GradientTransformation] | None = None,
+    extensions: Sequence[Extension] = (),
 ) -> optax.GradientTransformation:
     """The configured optimizer with its settings in the state (see :func:`inject_hyperparams`):
     ``hyperparams`` holds ``peak_learning_rate`` (= ``config.learning_rate``), the current
@@ -133,17 +135,23 @@ def build_optimizer(
     transformation of ``optimizer.name: given`` as it is). ``wrap`` transforms the inner
     optimizer (inside the hyperparameter state, so ``hyperparams`` stays on top): transfer
     learning uses it to keep no state for frozen parameters, scale learning rates per layer
-    and gate gradual unfreezing.
+    and gate gradual unfreezing. ``extensions`` are the later stages of an extended run
+    (:mod:`jaxtrain.train.extend`); the schedule then spans ``total_steps`` (stage 1) and
+    continues or restarts over each.
     """
 
     def shape(peak: jax.Array, count: jax.Array) -> jax.Array:
-        return build_schedule(peak, config.schedule, total_steps)(count)
+        schedule = build_schedule(peak, config.schedule, total_steps)
+        if extensions:
+            fresh = lambda steps: build_schedule(peak, config.schedule, steps)  # noqa: E731
+            schedule = extend_schedule(schedule, extensions, fresh)
+        return schedule(count)
 
     def wrapped(factory):
         return factory if wrap is None else (lambda **kwargs: wrap(factory(**kwargs)))
 
     if config.name not in registry.BUILTIN_OPTIMIZERS:
-        return _build_registered(config, total_steps, wrap)
+        return _build_registered(config, total_steps, wrap, extensions)
     numeric = {PEAK: config.learning_rate, "weight_decay": config.weight_decay}
     if config.grad_clip_norm is not None:
         numeric["grad_clip_norm"] = config.grad_clip_norm
@@ -156,12 +164,20 @@ def build_optimizer(
     return inject_hyperparams(wrapped(factory), shape)(**numeric)
 
 
-def _build_registered(config: Any, total_steps: int, wrap) -> optax.GradientTransformation:
+def _build_registered(
+    config: Any, total_steps: int, wrap, extensions: Sequence[Extension] = ()
+) -> optax.GradientTransformation:
     """A registered / import-path optimizer: ``factory(learning_rate=..., **settings)`` with its
     float settings in the state and the learning rate shaped by ``config.schedule`` (constant
-    without one)."""
+    without one), extended over ``extensions`` as the built-ins are."""
     family = registry.resolve("optimizer", config.name)
     if family.spec.transformation is not None:
+        if extensions:  # its schedule is inside the transformation, out of jaxtrain's reach
+            raise ValueError(
+                f"train.extend_schedule: optimizer {config.name!r} is a ready optax "
+                "transformation with its own schedule, which jaxtrain cannot extend; "
+                "give a transformation laid out for the whole run instead"
+            )
         return family.spec.transformation if wrap is None else wrap(family.spec.transformation)
     settings = family.settings(config)
     schedule = settings.pop("schedule", None) or ScheduleConfig()
@@ -169,7 +185,11 @@ def _build_registered(config: Any, total_steps: int, wrap) -> optax.GradientTran
     numeric.update({k: settings.pop(k) for k in family.floats if k in settings})
 
     def shape(peak: jax.Array, count: jax.Array) -> jax.Array:
-        return build_schedule(peak, schedule, total_steps)(count)
+        shaped = build_schedule(peak, schedule, total_steps)
+        if extensions:
+            fresh = lambda steps: build_schedule(peak, schedule, steps)  # noqa: E731
+            shaped = extend_schedule(shaped, extensions, fresh)
+        return shaped(count)
 
     factory = family.spec.factory
     if wrap is not None:

@@ -139,7 +139,13 @@ def write_outputs(
     entries and report ``sections`` (federated: algorithm, partition, privacy) and names the
     logged ``curves`` to plot.
     """
-    outputs = outputs or RunOutputs(run_dir)
+    if outputs is None:  # a fitted run: this call's own writer, closed when it is done
+        with RunOutputs(run_dir, config=config) as own:
+            return write_outputs(
+                config, run_dir, data, num_params=num_params, validation=validation, test=test,
+                training=training, monitor=monitor, test_outputs=test_outputs, cost=cost,
+                fairness=fairness, outputs=own, extra=extra, sections=sections, curves=curves,
+            )  # fmt: skip
     logged = read_metrics(run_dir)
     analysis = {} if test_outputs is None else _analysis(data, test_outputs, config.seed, run_dir)
     diagnosis = diagnose(logged, trivial_training_loss(data)) if logged else None

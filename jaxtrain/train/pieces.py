@@ -69,6 +69,7 @@ def build_pieces(
     *,
     pretrained: bool = True,
     steps: int | None = None,
+    extensions: tuple = (),
 ) -> Pieces:
     """Data, model, optimizer and the initial state for ``config`` (deterministic in its seeds).
 
@@ -76,7 +77,8 @@ def build_pieces(
     a federated client's schedule spans one round). With a ``transfer:`` section the model
     and optimizer are the transfer's (adapters, frozen parameters, per-layer rates) and, with
     ``pretrained``, the initial state holds the pretrained weights (resume and eval restore a
-    checkpoint instead, so they skip that)."""
+    checkpoint instead, so they skip that). ``extensions``: the later stages of an extended
+    run (with ``steps`` the first stage's length; see :mod:`jaxtrain.train.extend`)."""
     data = data or prepare_data(config.data, streamable=can_stream(config, "train"))
     groups = sensitive_groups(config, data) if config.fairness else None
     data = training_weights(config, data, groups)
@@ -92,7 +94,9 @@ def build_pieces(
             config.transfer, model, data.input_shape, train.inputs.dtype, steps_per_epoch
         )
         model = transfer.model
-    tx = build_optimizer(config.optimizer, steps or total, wrap=transfer and transfer.wrap)
+    tx = build_optimizer(
+        config.optimizer, steps or total, wrap=transfer and transfer.wrap, extensions=extensions
+    )
     state = create_train_state(model, tx, data.input_shape, config.seed, train.inputs.dtype)
     report = None
     if transfer is not None and pretrained:

@@ -10,6 +10,7 @@ run directory alone; tests may skip it (``report=False``).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,8 @@ def analyse_run(
     run's algorithm, partition, privacy) are kept. ``core`` is that summary when the caller
     has it (every process of a multi-process run must pass it: only process 0 writes the
     file). Returns the full summary."""
-    outputs = outputs or RunOutputs(run_dir, enabled=is_writer())
+    own = outputs is None  # ``jaxtrain report``: this stage's own writer, closed at its end
+    outputs = outputs or RunOutputs(run_dir, enabled=is_writer(), config=config)
     placement = placement or build_placement("none")
     core = core or read_json(run_dir / SUMMARY_FILE, "metrics.json")
     data, task, batch = pieces.data, pieces.task, config.data.eval_batch_size
@@ -125,23 +127,24 @@ def analyse_run(
     if pieces.privacy is not None:
         sections = {**(sections or {}), "Privacy (DP-SGD)": pieces.privacy.report(
             training["steps"])["lines"]}  # fmt: skip
-    return write_outputs(
-        config,
-        run_dir,
-        data,
-        num_params=count_params(state.params),
-        validation=core["validation"],
-        test=core["test"],
-        training=training,
-        monitor=core["monitor"],
-        test_outputs=test_outputs,
-        cost=cost,
-        fairness=fairness,
-        outputs=outputs,
-        extra=extra,
-        sections=sections,
-        curves=curves,
-    )
+    with outputs if own else contextlib.nullcontext():  # the caller closes its own
+        return write_outputs(
+            config,
+            run_dir,
+            data,
+            num_params=count_params(state.params),
+            validation=core["validation"],
+            test=core["test"],
+            training=training,
+            monitor=core["monitor"],
+            test_outputs=test_outputs,
+            cost=cost,
+            fairness=fairness,
+            outputs=outputs,
+            extra=extra,
+            sections=sections,
+            curves=curves,
+        )
 
 
 _CORE = ("name", "model", "task", "best_step", "monitor", "validation", "test", "training",
