@@ -104,9 +104,14 @@ def warn_leakage(leakage: dict | None, run_dir: Path) -> None:
     if not leakage or not leakage.get("found"):
         return
     pairs = leakage.get("pairs") or {}
-    detail = ", ".join(f"{pair} {d['examples']}" for pair, d in pairs.items())
+    # tables count shared examples; text counts held-out passages sharing a run of words
+    what = "passage(s) share text with an earlier split" if "shingle_words" in leakage else (
+        "example(s) sit in two splits")  # fmt: skip
+    detail = ", ".join(
+        f"{pair} {d.get('examples', d.get('passages'))}" for pair, d in pairs.items()
+    )
     print(
-        f"jaxtrain: warning: {leakage['found']} example(s) sit in two splits ({detail}): held-"
+        f"jaxtrain: warning: {leakage['found']} {what} ({detail}): held-"
         f"out metrics will be optimistic; see {run_dir / 'data_report.md'} "
         "(data.prepare.leakage: error refuses such data)",
         file=sys.stderr,
