@@ -2,7 +2,10 @@
 
 Under pytest-xdist every worker uses the same two folders (the first worker to arrive builds
 the bundled datasets, the others wait on a lock), so programs one worker compiled are cache
-hits for the other. ``--profile-tests FILE`` records, per test, its wall time, the XLA
+hits for the other. The two folders are kept between runs in ``.pytest_cache/jaxtrain/``
+(a second ``make test`` compiles only what changed: entries are keyed by the program, the
+JAX version and the device, so a stale one is never used); ``JAXTRAIN_TEST_CACHE=cold``
+starts both empty in the run's temporary folder, as CI's fresh clone does. ``--profile-tests FILE`` records, per test, its wall time, the XLA
 compilations and compilation-cache hits it caused and the Python subprocesses it started
 (see docs/testing.md).
 """
@@ -40,23 +43,35 @@ def _locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+KEPT = Path(__file__).resolve().parent.parent / ".pytest_cache" / "jaxtrain"
+CACHE_BYTES = 2**30  # the kept XLA cache evicts its least recently used programs past this
+
+
 def _shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The temporary folder every xdist worker of this run shares (the run's own otherwise)."""
+    """Where this run's datasets and compiled programs live: kept between runs in
+    :data:`KEPT`, or with ``JAXTRAIN_TEST_CACHE=cold`` the temporary folder every xdist
+    worker of this run shares (the run's own otherwise)."""
+    if os.environ.get("JAXTRAIN_TEST_CACHE", "").lower() != "cold":
+        KEPT.mkdir(parents=True, exist_ok=True)
+        return KEPT
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session", autouse=True)
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Bundled datasets are built once per test run here, never in the user's cache."""
+    """Bundled datasets are built once here (never in the user's cache), then kept."""
     root = _shared_root(tmp_path_factory)
     path, cache = root / "tensorflow_datasets", root / "xla_cache"
-    # Compiled programs are cached for the run (never in the user's cache): the many small
+    # Compiled programs are cached here (never in the user's cache): the many small
     # runs of the suite share most of their programs, across workers too.
     os.environ.setdefault("JAXTRAIN_CACHE_DIR", str(cache))
     from jaxtrain.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache()
+    import jax
+
+    jax.config.update("jax_compilation_cache_max_size", CACHE_BYTES)
     previous = os.environ.get("JAXTRAIN_DATA_DIR")
     os.environ["JAXTRAIN_DATA_DIR"] = str(path)
     from jaxtrain.data import LOCAL_BUILDERS, load_tfds

@@ -81,7 +81,7 @@ def prepared_catalog(name: str, data_dir: Path):
     ("name", "stream", "first_class"),
     [
         ("mnist", "true", "0"),
-        ("cifar10", "false", "airplane"),
+        pytest.param("cifar10", "false", "airplane", marks=pytest.mark.slow),
         pytest.param("mnist", "false", "0", marks=pytest.mark.slow),
         pytest.param("cifar10", "true", "airplane", marks=pytest.mark.slow),
     ],

@@ -217,6 +217,7 @@ def test_step_cost_report_is_json_ready_and_consistent() -> None:
     assert given["step_time_s"] == 0.01 and np.isfinite(given["mfu"])
 
 
+@pytest.mark.slow
 def test_bench_training_bare_step_is_the_mlp_s_eight_products(monkeypatch):
     """The ceiling scripts/bench_training.py reports: XLA counts the bare step's FLOPs as
     the MLP's eight products (3 forward, 3 weight and 2 input gradients) plus a sliver of

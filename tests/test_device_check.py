@@ -55,6 +55,7 @@ def _check_rows(section: str, models: set[str]) -> None:
         assert "pytorch        4  skipped: PyTorch is not installed" in section
 
 
+@pytest.mark.slow
 def test_device_check_dry_run_measures_the_lm(tmp_path: Path) -> None:
     section = _dry_run(tmp_path, "lm")
     assert section.startswith("## GPU check: `scripts/device_check.sh`")

@@ -144,6 +144,7 @@ def test_a_stopped_dp_run_resumes_bitwise(dp_run, tmp_path) -> None:
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_target_epsilon_is_met(tmp_path) -> None:
     from jaxtrain.data import prepare_data
     from jaxtrain.train import build_pieces

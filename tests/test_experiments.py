@@ -51,6 +51,7 @@ def test_lifecycle_preparation_finds_exactly_the_planted_defects(tmp_path):
     assert (tmp_path / "preparation.md").is_file() and (tmp_path / "data_report.md").is_file()
 
 
+@pytest.mark.slow
 def test_bias_quick_reweighing_narrows_the_parity_gap(tmp_path):
     results = _load("bias").main(["--quick", "--out", str(tmp_path)])
     summary = results["summary"]
@@ -65,6 +66,7 @@ def test_bias_quick_reweighing_narrows_the_parity_gap(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_cost_step_time_and_flops_rise_with_width():
     cost_study = _load("cost")
     from jaxtrain.config import load_config
@@ -123,6 +125,7 @@ def test_cost_quick_writes_every_family_and_the_scaling_plot(tmp_path):
     assert (tmp_path / "scaling.png").is_file()
 
 
+@pytest.mark.slow
 def test_transfer_quick_tunes_both_arms_on_validation_and_pairs_the_seeds(tmp_path):
     transfer = _load("transfer")
     arguments = ["--part", "digits", "--quick", "--seeds", "0", "1", "--out", str(tmp_path)]
@@ -146,6 +149,7 @@ def test_transfer_quick_tunes_both_arms_on_validation_and_pairs_the_seeds(tmp_pa
         transfer.main([*arguments, "--settings", "full,head"])  # scratch missing
 
 
+@pytest.mark.slow
 def test_dpsgd_quick_spends_the_target_epsilon(tmp_path):
     results = _load("dpsgd").main(["--quick", "--out", str(tmp_path)])
     summary = results["summary"]

@@ -81,7 +81,15 @@ def test_every_config_is_covered_by_the_family_sweep() -> None:
     assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(SHORT)
 
 
-@pytest.mark.parametrize("name", sorted(SHORT))
+# The default suite trains two small configs end to end; every other shipped config is slow
+# here (each family has its own fast tests: test_models, test_trees, test_transformer, ...).
+FAST_CONFIGS = ("breast_cancer_mlp.yaml", "diabetes_ridge.yaml")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in FAST_CONFIGS else pytest.param(n, marks=pytest.mark.slow) for n in sorted(SHORT)],
+)
 def test_every_config_trains_and_evaluates(name, tmp_path) -> None:
     result = train(CONFIGS / name, SHORT[name], runs_dir=tmp_path, progress=False)
     assert result.status == "finished"
@@ -119,6 +127,7 @@ def test_closed_form_run_equals_sklearn_ridge_and_its_metrics(tmp_path) -> None:
     assert test["rmse"] == pytest.approx(np.sqrt(mean_squared_error(truth, expected)), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_gradient_linear_regression_reaches_the_ridge_coefficients(tmp_path) -> None:
     path = CONFIGS / "diabetes_linear_gd.yaml"
     result = train(path, runs_dir=tmp_path, progress=False)
@@ -133,6 +142,7 @@ def test_gradient_linear_regression_reaches_the_ridge_coefficients(tmp_path) -> 
     np.testing.assert_allclose(coefficients, ridge.coef_, rtol=1e-3, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_logistic_regression_matches_sklearn(tmp_path) -> None:
     path = CONFIGS / "breast_cancer_logistic.yaml"
     result = train(path, runs_dir=tmp_path, progress=False)
@@ -150,6 +160,7 @@ def test_logistic_regression_matches_sklearn(tmp_path) -> None:
     assert test["accuracy"] == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_multinomial_logistic_regression_matches_sklearn(tmp_path) -> None:
     path = CONFIGS / "breast_cancer_logistic.yaml"
     _, data = _split(path, ["data.name=wine"])
@@ -167,6 +178,7 @@ def test_multinomial_logistic_regression_matches_sklearn(tmp_path) -> None:
     assert result.test["accuracy"] == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_transformer_lm_trains_with_bfloat16_compute() -> None:
     from jaxtrain.data import train_batches
     from jaxtrain.train import build_pieces, make_train_step
@@ -212,6 +224,7 @@ def test_tree_run_is_within_two_points_of_sklearn(tmp_path) -> None:
     assert abs(np.mean(ours) - np.mean(theirs)) <= 0.02, (ours, theirs)
 
 
+@pytest.mark.slow
 def test_forest_run_is_within_two_points_of_sklearn(tmp_path) -> None:
     path = CONFIGS / "digits_forest.yaml"
     overrides = ["model.n_estimators=40"]
@@ -259,6 +272,7 @@ def lm_run(tmp_path_factory):
     return train(config, runs_dir=tmp / "runs", progress=False)
 
 
+@pytest.mark.slow
 def test_language_model_beats_the_unigram_baseline_on_held_out_text(lm_run) -> None:
     summary = json.loads((lm_run.run_dir / "metrics.json").read_text())
     baseline = summary["baselines"]["unigram_bits_per_byte"]
@@ -335,20 +349,23 @@ BAD_PAIRINGS = [  # (data section, model section, the key and complaint expected
 
 @pytest.mark.parametrize(("data", "model", "message"), BAD_PAIRINGS)
 def test_a_model_that_does_not_fit_the_data_is_one_line_exit_2(
-    data, model, message, tmp_path
+    data, model, message, tmp_path, capsys
 ) -> None:
+    # In process: the CLI's main() is what `jaxtrain` runs (tests/test_config.py starts the
+    # console script itself once); a subprocess here would only pay JAX's import again.
+    from jaxtrain.cli import main
+
     config = tmp_path / "bad.yaml"
     config.write_text(f"name: bad\ndata: {data}\nmodel: {model}\n")
-    command = [
-        sys.executable, "-m", "jaxtrain", "train", str(config), "--runs-dir", str(tmp_path / "r"),
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 2
-    assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
-    assert done.stderr.count("\n") == 1 and str(config) in done.stderr
+    capsys.readouterr()
+    assert main(["train", str(config), "--runs-dir", str(tmp_path / "r")]) == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr and "Traceback" not in stderr, stderr
+    assert stderr.count("\n") == 1 and str(config) in stderr
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_forest_is_the_same_whether_trees_are_vmapped_together_or_one_at_a_time() -> None:
     from sklearn.datasets import load_breast_cancer
 

@@ -45,6 +45,7 @@ def _truncate(folder: Path) -> None:
     target.write_bytes(target.read_bytes()[: target.stat().st_size // 3])
 
 
+@pytest.mark.slow
 def test_the_same_step_damaged_twice_is_set_aside_twice(tmp_path) -> None:
     with Checkpoints(tmp_path) as checkpoints:
         for round_ in range(2):

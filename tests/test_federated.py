@@ -390,6 +390,7 @@ def test_resume_of_a_federated_run_is_bitwise_identical(tmp_path, digits) -> Non
     assert summary["test"]["accuracy"] == pytest.approx(resumed["test"]["accuracy"])
 
 
+@pytest.mark.slow
 def test_shipped_federated_config_runs(tmp_path) -> None:
     config = load_config(
         CONFIGS / "digits_federated.yaml",
@@ -401,6 +402,7 @@ def test_shipped_federated_config_runs(tmp_path) -> None:
     assert "Federated" in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_experiment_runs_shortened(tmp_path) -> None:
     sys.path.insert(0, str(ROOT / "experiments" / "federated"))
     try:
@@ -415,6 +417,7 @@ def test_experiment_runs_shortened(tmp_path) -> None:
     assert (tmp_path / "results.md").is_file() and (tmp_path / "accuracy_vs_round.png").is_file()
 
 
+@pytest.mark.slow
 def test_round_benchmark_runs_and_prints_its_ratio() -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_federated.py")]

@@ -258,6 +258,7 @@ def lm_mesh(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_fsdp_with_tensor_parallel_equals_the_single_device_run(lm_mesh) -> None:
     report = json.loads((lm_mesh / "mesh.json").read_text())
     assert report["devices"] == 8

@@ -102,7 +102,11 @@ def _federated_config(tmp: Path, options: list[str]):
     return load_config(path, options)
 
 
-@pytest.mark.parametrize("options", [[], OPTIONS], ids=["plain", "every_option"])
+@pytest.mark.parametrize(
+    "options",
+    [pytest.param([], marks=pytest.mark.slow), OPTIONS],  # every_option covers plain's path
+    ids=["plain", "every_option"],
+)
 def test_federated_client_equals_the_train_step_applied_by_hand(tmp_path, options) -> None:
     """FedAvg, one client, full participation, server SGD at rate 1: the new global model is
     the client's model after its local steps, which must be the run's own ``train_step``

@@ -36,14 +36,16 @@ CNN_BN = "model={name: cnn, features: [8], dense: 16, batch_norm: true}"
 EIGHT_DEVICE_SPECS = {
     "single": "",
     "pmap": "train.parallel=pmap",
-    "fused_sharded": "train.parallel=sharded;train.fused_epochs=true",
     # A checkpoint of one placement restores into another: stop at step 7, resume elsewhere.
-    "pmap_then_single": "train.parallel=pmap>7>train.parallel=none",
     "fsdp_then_single": "train.parallel=fsdp>7>train.parallel=none",
+    # Tensor parallel: parameters sharded over a 4x2 (data, model) mesh.
+    "4x2_fsdp": "train.parallel={mesh: {data: 4, model: 2}, fsdp: true}",
 }
 MORE_EIGHT_DEVICE_SPECS = {  # slow: the remaining combinations
     "single": "",
     "sharded": "train.parallel=sharded",
+    "fused_sharded": "train.parallel=sharded;train.fused_epochs=true",
+    "pmap_then_single": "train.parallel=pmap>7>train.parallel=none",
     "fused_pmap": "train.parallel=pmap;train.fused_epochs=true",
     "cnn_single": CNN_BN,
     "cnn_pmap": f"{CNN_BN};train.parallel=pmap",  # BatchNorm statistics synchronised
@@ -94,10 +96,8 @@ def eight_devices(tmp_path_factory) -> Path:
     ("name", "reference"),
     [
         ("pmap", "single"),
-        ("fused_sharded", "single"),
-        ("pmap_then_single", "single"),
         ("fsdp_then_single", "single"),
-        ("pmap", "fused_sharded"),  # pmap is a thin placement of the mesh path's step
+        ("4x2_fsdp", "single"),
     ],
 )
 def test_eight_device_run_equals_the_single_device_run(eight_devices, name, reference) -> None:
@@ -109,6 +109,9 @@ def test_every_other_eight_device_combination_equals_the_single_device_run(tmp_p
     _finish(_worker(tmp_path, MORE_EIGHT_DEVICE_SPECS, EIGHT))
     for name, reference in [
         ("sharded", "single"),
+        ("fused_sharded", "single"),
+        ("fused_pmap", "fused_sharded"),  # pmap is a thin placement of the mesh path's step
+        ("pmap_then_single", "single"),
         ("fused_pmap", "single"),
         ("cnn_pmap", "cnn_single"),
         ("single_then_sharded", "single"),
@@ -129,15 +132,15 @@ def _assert_equal_runs(out: Path, name: str, reference: str) -> None:
 
 
 def test_eight_device_runs_record_their_placement(eight_devices) -> None:
-    run_dir = Path(_load(eight_devices, "fused_sharded")[1]["run_dir"])
+    run_dir = Path(_load(eight_devices, "4x2_fsdp")[1]["run_dir"])
     training = json.loads((run_dir / "metrics.json").read_text())["training"]
     assert training["parallel"] == {
         "placement": "sharded",
         "devices": 8,
-        "mesh": {"data": 8, "model": 1},
-        "fsdp": False,
+        "mesh": {"data": 4, "model": 2},
+        "fsdp": True,
         "processes": 1,
-        "fused_epochs": True,
+        "fused_epochs": False,
         "precision": "float32",
         "micro_batches": 1,
     }
@@ -282,7 +285,11 @@ def test_bfloat16_policy_computes_in_bfloat16_and_keeps_float32_state(digits) ->
     "model_config",
     [
         "model: {name: resnet, stage_sizes: [1], features: [4], remat: REMAT}",
-        "model: {name: vit, patch_size: 4, d_model: 8, num_heads: 2, num_layers: 2, remat: REMAT}",
+        pytest.param(  # the same remat wrapper as the ResNet's blocks, at 2x the cost
+            "model: {name: vit, patch_size: 4, d_model: 8, num_heads: 2, num_layers: 2, "
+            "remat: REMAT}",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_rematerialised_blocks_give_the_same_update(digits, model_config) -> None:

@@ -56,7 +56,7 @@ def _same(a, b) -> bool:
     ) == state_digest(b.opt_state)
 
 
-@pytest.mark.parametrize("kill_after_lines", [2, 5])
+@pytest.mark.parametrize("kill_after_lines", [pytest.param(2, marks=pytest.mark.slow), 5])
 def test_kill_9_at_random_moments_then_resume_is_bitwise_exact(
     kill_after_lines, straight, tmp_path
 ) -> None:

@@ -80,6 +80,7 @@ sweep:
     return tmp, path, _run(path, tmp)
 
 
+@pytest.mark.slow
 def test_member_of_a_vmapped_sweep_equals_its_standalone_run(grid) -> None:
     tmp, path, result = grid
     for member in (0, 7):  # (lr 1e-3, seed 0, data.seed 0) and (lr 1e-2, seed 1, data.seed 3)
@@ -255,6 +256,7 @@ print(json.dumps({"devices": len(leaf.sharding.device_set), "local": jax.device_
 """
 
 
+@pytest.mark.slow
 def test_population_is_sharded_over_eight_devices_and_unchanged(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
@@ -292,6 +294,7 @@ def test_population_is_sharded_over_eight_devices_and_unchanged(tmp_path: Path) 
         np.testing.assert_allclose(sharded[f"arr_{i}"], np.asarray(leaf), atol=ATOL, rtol=0)
 
 
+@pytest.mark.slow
 def test_shipped_sweep_config_runs_shortened(tmp_path: Path) -> None:
     shortened = [
         "train.epochs=1",

@@ -145,7 +145,8 @@ def test_same_config_and_seed_give_identical_results(tmp_path: Path) -> None:
     assert runs[0].test == runs[1].test
 
 
-@pytest.mark.parametrize("stop_at", [13, 50])  # both mid-epoch (36.5 steps per epoch)
+# both mid-epoch (36.5 steps per epoch)
+@pytest.mark.parametrize("stop_at", [13, pytest.param(50, marks=pytest.mark.slow)])
 def test_resume_is_bitwise_identical(tmp_path: Path, stop_at: int) -> None:
     _, config = _config(tmp_path)
     data = prepare_data(config.data)
@@ -206,7 +207,11 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_exactly(tmp_path: Path) 
 
 
 @pytest.mark.parametrize(
-    ("config_name", "threshold"), [("digits_cnn.yaml", 0.97), ("breast_cancer_mlp.yaml", 0.95)]
+    ("config_name", "threshold"),
+    [
+        pytest.param("digits_cnn.yaml", 0.97, marks=pytest.mark.slow),
+        ("breast_cancer_mlp.yaml", 0.95),
+    ],
 )
 def test_default_experiments_reach_their_accuracy(
     tmp_path: Path, config_name: str, threshold: float

@@ -297,6 +297,7 @@ def test_lora_merge_gives_the_adapted_models_outputs() -> None:
     np.testing.assert_allclose(apply_base({"params": merged}, tokens), out, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_lora_trains_only_adapters(tmp_path) -> None:
     """Base weights bitwise unchanged, adapters changed, optimizer state only for adapters."""
     base = _tiny_lm()

@@ -267,6 +267,7 @@ def test_lm_dropout_is_active_only_in_train_mode() -> None:
     assert np.abs(apply(jax.random.key(0), True) - apply(jax.random.key(1), True)).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_lm_trained_on_pydoc_beats_the_unigram_baseline() -> None:
     """A 2-layer, d_model 64 LM (rotary) after 150 Adam steps on 32 x 64-byte windows.
 
@@ -329,6 +330,7 @@ def _digits(n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, digits.target[:n].astype(np.int32)
 
 
+@pytest.mark.slow
 def test_vit_training_reduces_the_loss_on_digits() -> None:
     x, y = _digits(256)
     model = ViT(num_classes=10, patch_size=4, d_model=32, num_heads=4, num_layers=1, dropout=0.1)

@@ -133,7 +133,7 @@ def test_regression_tree_matches_sklearn_on_diabetes():
     assert np.asarray(tree.n_node_samples)[leaves].min() >= 5
 
 
-@pytest.mark.parametrize("name", ["breast_cancer", "digits"])
+@pytest.mark.parametrize("name", ["breast_cancer", pytest.param("digits", marks=pytest.mark.slow)])
 def test_forest_accuracy_close_to_sklearn(name):
     xt, xe, yt, ye = split(name)
     reference = RandomForestClassifier(50, max_depth=10, random_state=0, n_jobs=1).fit(xt, yt)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from jaxtrain.cli import main
 from tests.support import CONFIGS
 
 
+@pytest.mark.slow
 def test_federated_verb_runs_and_resumes_through_the_cli(tmp_path, capsys) -> None:
     runs = str(tmp_path / "runs")
     args = ["federated", str(CONFIGS / "digits_federated.yaml"), "federated.rounds=3"]
