@@ -333,7 +333,7 @@ def test_second_run_of_a_config_compiles_nothing_new(tmp_path: Path, digits) -> 
     # The cache folder is shared with the other xdist workers: count this process's cache
     # events, not the folder's entries (another worker may add some meanwhile).
     assert any("train_step" in p.name for p in cache.iterdir())  # the step was kept
-    assert events[1].count("cache_hits") >= 3  # step, evaluation, prediction at least
+    assert events[1].count("cache_hits") >= 3, events  # step, evaluation, prediction at least
     assert "cache_misses" not in events[1]  # the second run wrote nothing new: all were hits
     assert results[0].test == results[1].test
 
