@@ -2,12 +2,13 @@
 
 Under pytest-xdist every worker uses the same two folders (the first worker to arrive builds
 the bundled datasets, the others wait on a lock), so programs one worker compiled are cache
-hits for the other. The two folders are kept between runs in ``.pytest_cache/jaxtrain/``
-(a second ``make test`` compiles only what changed: entries are keyed by the program, the
-JAX version and the device, so a stale one is never used); ``JAXTRAIN_TEST_CACHE=cold``
-starts both empty in the run's temporary folder, as CI's fresh clone does. ``--profile-tests FILE`` records, per test, its wall time, the XLA
-compilations and compilation-cache hits it caused and the Python subprocesses it started
-(see docs/testing.md).
+hits for the other. The two folders are kept between runs in ``.pytest_cache/jaxtrain/``: a
+second ``make test`` compiles only what changed (entries are keyed by the program, the JAX
+version and the device, so a stale one is never used; a full run adds about 40 MB, and
+deleting the folder is always safe). ``JAXTRAIN_TEST_CACHE=cold`` starts both empty in the
+run's temporary folder, as CI's fresh clone does. ``--profile-tests FILE`` records, per
+test, its wall time, the XLA compilations and compilation-cache hits it caused and the
+Python subprocesses it started (see docs/testing.md).
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ def _locked(path: Path):
 
 
 KEPT = Path(__file__).resolve().parent.parent / ".pytest_cache" / "jaxtrain"
-CACHE_BYTES = 2**30  # the kept XLA cache evicts its least recently used programs past this
 
 
 def _shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -69,9 +69,6 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from jaxtrain.compilation_cache import enable_compilation_cache
 
     enable_compilation_cache()
-    import jax
-
-    jax.config.update("jax_compilation_cache_max_size", CACHE_BYTES)
     previous = os.environ.get("JAXTRAIN_DATA_DIR")
     os.environ["JAXTRAIN_DATA_DIR"] = str(path)
     from jaxtrain.data import LOCAL_BUILDERS, load_tfds
