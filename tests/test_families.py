@@ -272,6 +272,16 @@ def lm_run(tmp_path_factory):
     return train(config, runs_dir=tmp / "runs", progress=False)
 
 
+@pytest.fixture(scope="module")
+def tiny_lm_run(tmp_path_factory):
+    """The same corpus and architecture at a tenth of the cost: what the tests that need a
+    trained language-model run, not a good one, use."""
+    tmp = tmp_path_factory.mktemp("tiny_lm")
+    config = _lm_yaml(tmp, _corpus_file(tmp))
+    shorter = ["train.epochs=1", "model.d_model=32", "model.num_layers=1"]
+    return train(config, shorter, runs_dir=tmp / "runs", progress=False)
+
+
 @pytest.mark.slow
 def test_language_model_beats_the_unigram_baseline_on_held_out_text(lm_run) -> None:
     summary = json.loads((lm_run.run_dir / "metrics.json").read_text())
@@ -282,6 +292,7 @@ def test_language_model_beats_the_unigram_baseline_on_held_out_text(lm_run) -> N
     assert summary["test"]["bits_per_byte"] == pytest.approx(summary["test"]["loss"] / np.log(2))
 
 
+@pytest.mark.slow
 def test_generate_continues_the_prompt_through_the_cli(lm_run) -> None:
     prompt = "The value of "
     args = [str(lm_run.run_dir), "--prompt", prompt, "--max-new-tokens", "40", "--seed", "3"]
@@ -296,9 +307,12 @@ def test_generate_continues_the_prompt_through_the_cli(lm_run) -> None:
     )
 
 
-def test_generate_slides_past_the_context_and_refuses_non_language_runs(lm_run, tmp_path) -> None:
+def test_generate_slides_past_the_context_and_refuses_non_language_runs(
+    tiny_lm_run, tmp_path
+) -> None:
     from jaxtrain.runner import RunError
 
+    lm_run = tiny_lm_run
     # Past data.sequence_length the window slides (tests/test_generate_window.py pins how).
     text = generate_text(lm_run.run_dir, "x" * 60, max_new_tokens=10, temperature=0.0)
     assert text.startswith("x" * 60) and len(text.encode("utf-8", "replace")) >= 60
@@ -379,7 +393,8 @@ def test_forest_is_the_same_whether_trees_are_vmapped_together_or_one_at_a_time(
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_language_model_flops_agree_with_the_analytic_count(lm_run) -> None:
+def test_language_model_flops_agree_with_the_analytic_count(tiny_lm_run) -> None:
+    lm_run = tiny_lm_run
     cost = json.loads((lm_run.run_dir / "metrics.json").read_text())["cost"]
     flops = cost["flops_per_step"]
     # Attention, MLP and head matmuls x3 for a train step, against XLA's count (measured 2.5%).

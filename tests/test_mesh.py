@@ -271,6 +271,7 @@ def test_fsdp_with_tensor_parallel_equals_the_single_device_run(lm_mesh) -> None
     assert difference < PARAMS_ATOL
 
 
+@pytest.mark.slow
 def test_fsdp_keeps_under_a_sixth_of_the_replicated_bytes_per_device(lm_mesh) -> None:
     layouts = json.loads((lm_mesh / "mesh.json").read_text())["layouts"]
     replicated = layouts["single"]["max_bytes_per_device"]  # a whole copy on each device
