@@ -120,7 +120,6 @@ def test_diagnosis_rules_on_constructed_curves() -> None:
     assert "training loss did not fall" in unstable["evidence"]
 
 
-@pytest.mark.slow
 def test_a_run_made_to_overfit_is_diagnosed_and_early_stopping_restores_the_best(
     overfit_yaml, tmp_path
 ) -> None:
