@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from jaxtrain.compare import flatten
 from jaxtrain.files import read_json, write_json
 
 TRACKING_FILE = "tracking.json"
@@ -32,19 +33,6 @@ ARTIFACTS = ("config.yaml", "metrics.json", "report.md", "environment.json", "da
              "learning_curve.json", "split_rows.csv", "predictions.csv")  # fmt: skip
 _MAX_PARAMS, _MAX_METRICS = 100, 1000  # MLflow's log_batch limits
 _NAME = re.compile(r"[^\w\-. /]")
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and scalars are leaves; an empty
-    section stays as ``{}``."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def final_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
