@@ -18,3 +18,13 @@ model: {{name: mlp, hidden: [32]}}
 optimizer: {{name: adamw, learning_rate: 0.003, schedule: {{name: cosine, warmup_steps: 5}}}}
 train: {{epochs: 2, eval_every: 20, log_every: 5}}
 """
+
+
+def forced_devices(count: int) -> str:
+    """``XLA_FLAGS`` for a subprocess with ``count`` CPU devices. Its collectives may wait up
+    to 10 minutes for every device's thread: XLA's default (40 s, then abort) is exceeded
+    when two xdist workers share 2 cores, as CI's are (seen: a 4x2 mesh's all-reduce)."""
+    return (
+        f"--xla_force_host_platform_device_count={count} "
+        "--xla_cpu_collective_call_terminate_timeout_seconds=600"
+    )

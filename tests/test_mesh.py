@@ -31,11 +31,11 @@ from jaxtrain.train.mesh import make_mesh, param_spec, state_specs
 from jaxtrain.train.parallel import build_placement
 from jaxtrain.train.state import TrainState
 from tests.parallel_worker import LM_YAML
-from tests.support import ROOT
+from tests.support import ROOT, forced_devices
 
 PARAMS_ATOL = 1e-5  # float32 sums in another order, amplified a little by Adam
 # Forced host devices exist on the CPU platform only (also where a GPU is the default).
-EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+EIGHT = {"XLA_FLAGS": forced_devices(8), "JAX_PLATFORMS": "cpu"}
 MLP_IN = "['block_0']['mlp_in']['kernel']"
 QKV = "['block_0']['attn']['qkv']['kernel']"
 

@@ -27,7 +27,7 @@ from jaxtrain.train.optim import build_optimizer
 from jaxtrain.train.state import create_train_state
 from jaxtrain.train.step import make_train_step
 from tests.parallel_worker import YAML
-from tests.support import ROOT
+from tests.support import ROOT, forced_devices
 
 # Float32 sums in a different order (per-device partial sums, all-reduce): a few ulps.
 PARAMS_ATOL = 1e-5
@@ -55,7 +55,7 @@ MORE_EIGHT_DEVICE_SPECS = {  # slow: the remaining combinations
     "single_then_4x2_fsdp": ">7>train.parallel={mesh: {data: 4, model: 2}, fsdp: true}",
 }
 # Forced host devices exist on the CPU platform only (also where a GPU is the default).
-EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+EIGHT = {"XLA_FLAGS": forced_devices(8), "JAX_PLATFORMS": "cpu"}
 
 
 def _worker(out: Path, specs: dict[str, str], env: dict[str, str], **popen) -> subprocess.Popen:
@@ -161,7 +161,7 @@ def test_two_processes_equal_the_single_device_run(tmp_path: Path, parallel: str
             tmp_path,
             {"multi": f"train.parallel={parallel}"},
             {
-                "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+                "XLA_FLAGS": forced_devices(2),
                 "JAX_PLATFORMS": "cpu",
                 "JAXTRAIN_COORDINATOR": f"127.0.0.1:{port}",
                 "JAXTRAIN_NUM_PROCESSES": "2",

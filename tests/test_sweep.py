@@ -25,7 +25,7 @@ from jaxtrain.runner import evaluate_run, train
 from jaxtrain.sweep import expand, run_sweep
 from jaxtrain.sweep import runner as sweep_runner
 from jaxtrain.sweep.space import draw
-from tests.support import ROOT
+from tests.support import ROOT, forced_devices
 
 ATOL = 1e-6
 
@@ -266,7 +266,7 @@ def test_population_is_sharded_over_eight_devices_and_unchanged(tmp_path: Path) 
     (tmp_path / "eight").mkdir()
     env = {
         **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "XLA_FLAGS": forced_devices(8),
         "JAX_PLATFORMS": "cpu",
     }
     done = subprocess.run(
@@ -339,7 +339,7 @@ def test_groups_of_different_shapes_train_side_by_side_on_eight_devices(tmp_path
     (tmp_path / "eight").mkdir()
     env = {
         **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "XLA_FLAGS": forced_devices(8),
         "JAX_PLATFORMS": "cpu",
     }
     args = [str(path), str(tmp_path / "eight"), str(tmp_path / "eight.npz")]

@@ -20,7 +20,7 @@ import pytest
 
 from jaxtrain.config import load_config
 from jaxtrain.config.verbs import check_verb
-from tests.support import ROOT
+from tests.support import ROOT, forced_devices
 
 ATOL = 1e-5
 
@@ -80,7 +80,7 @@ def test_two_processes_train_one_population_equal_to_one_process(tmp_path: Path)
             tmp_path / "runs",
             tmp_path / "two",
             {
-                "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+                "XLA_FLAGS": forced_devices(2),
                 "JAXTRAIN_COORDINATOR": f"127.0.0.1:{port}",
                 "JAXTRAIN_NUM_PROCESSES": "2",
                 "JAXTRAIN_PROCESS_ID": str(index),
@@ -144,7 +144,7 @@ def test_two_processes_run_a_search_in_rounds_like_one_process(tmp_path: Path) -
     path.write_text(SEARCH)
     port = _free_port()
     env = {
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "XLA_FLAGS": forced_devices(2),
         "JAXTRAIN_COORDINATOR": f"127.0.0.1:{port}",
         "JAXTRAIN_NUM_PROCESSES": "2",
     }
