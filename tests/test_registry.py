@@ -148,3 +148,37 @@ def test_a_cnn_learns_sequences_from_an_npz_file(tmp_path: Path) -> None:
     )
     result = train(config, runs_dir=tmp_path / "runs", progress=False, report=False)
     assert result.test["accuracy"] > 0.9  # chance is 0.5
+
+
+def test_a_sweep_member_switches_to_a_registered_model_keeping_only_its_keys(tiny) -> None:
+    from jaxtrain.config.members import member_raw
+
+    base = {"name": "m", "data": {"name": "digits"},
+            "model": {"name": "mlp", "hidden": [16], "dropout": 0.1}}  # fmt: skip
+    raw = member_raw(base, {"model.name": "tiny", "model.width": 8})
+    # The MLP's keys the tiny family lacks are dropped, its own keys set or defaulted.
+    assert raw["model"] == {"name": "tiny", "width": 8}
+    model = validate(raw, "member").model
+    assert (model.name, model.width, model.scale) == ("tiny", 8, 1.0)
+    back = member_raw(raw, {"model.name": "mlp"})  # and back to a built-in: the MLP's defaults
+    assert back["model"] == {"name": "mlp"}
+    unknown = member_raw(base, {"model.name": "no_such_family"})  # left for validation to name
+    assert unknown["model"]["name"] == "no_such_family" and unknown["model"]["hidden"] == [16]
+
+
+def test_registered_data_is_held_in_memory_and_refuses_streaming() -> None:
+    from jaxtrain.data import DatasetError, prepare_data
+
+    x = np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32)
+    jaxtrain.register_dataset("mem_blobs", lambda: (x, (x[:, 0] > 0).astype(np.int32)))
+    try:
+        # auto: registered data never streams (its loader already holds it in memory)
+        data = prepare_data(DataConfig(name="mem_blobs", stream_above_mb=0), streamable=True)
+        assert (
+            len(data.splits["train"]) + len(data.splits["validation"]) + len(data.splits["test"])
+            == 60
+        )
+        with pytest.raises(DatasetError, match="data.stream: true.*'mem_blobs' is registered"):
+            prepare_data(DataConfig(name="mem_blobs", stream=True), streamable=True)
+    finally:
+        registry.unregister("dataset", "mem_blobs")
