@@ -141,3 +141,34 @@ def test_extend_keeps_the_first_stage_metrics_and_reports(tmp_path: Path, capsys
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if r["split"] == "train"]
     assert steps == list(range(2, 25, 2))  # stage 1's log kept, stage 2's appended
+
+
+def test_a_registered_optimizer_extends_its_schedule_like_the_built_ins() -> None:
+    import optax
+
+    import jaxtrain
+    from jaxtrain import registry
+    from jaxtrain.config import validate
+
+    section = {"name": "optax:sgd", "learning_rate": PEAK,
+               "schedule": {"name": "cosine", "warmup_steps": WARMUP}}  # fmt: skip
+    raw = {"name": "x", "data": {"name": "iris"}, "optimizer": section}
+    optimizer = validate(raw, "test").optimizer
+    total = FIRST + ADDED
+    tx = build_optimizer(optimizer, FIRST, extensions=[Extension(FIRST, total, "restart")])
+    params = {"w": jnp.zeros(2)}
+    state, rates = tx.init(params), []
+    for _ in range(total):
+        _, state = tx.update({"w": jnp.zeros(2)}, state, params)
+        rates.append(float(state.hyperparams["learning_rate"]))
+    expected = [_cosine_by_hand(c, FIRST) for c in range(FIRST)]
+    expected += [_cosine_by_hand(c - FIRST, ADDED) for c in range(FIRST, total)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-6, atol=1e-9)
+    # A ready transformation carries its own schedule: extending it is refused, by name.
+    jaxtrain.register_optimizer("ready_sgd", optax.sgd(0.1))
+    try:
+        ready = validate({**raw, "optimizer": {"name": "ready_sgd"}}, "test").optimizer
+        with pytest.raises(ValueError, match="train.extend_schedule: optimizer 'ready_sgd'"):
+            build_optimizer(ready, FIRST, extensions=[Extension(FIRST, total, "continue")])
+    finally:
+        registry.unregister("optimizer", "ready_sgd")

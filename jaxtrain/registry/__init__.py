@@ -115,8 +115,28 @@ def register_optimizer(
     replace: bool = False,
 ) -> None:
     """Make ``optimizer: {name: <name>, learning_rate: ..., ...}`` build
-    ``factory(learning_rate=..., **settings)`` (see :class:`OptimizerSpec`)."""
-    _register("optimizer", name, OptimizerSpec(factory, config_class), replace)
+    ``factory(learning_rate=..., **settings)`` (see :class:`OptimizerSpec`). A ready
+    ``optax.GradientTransformation`` instead of a factory is used as it is (``optimizer:
+    {name: <name>}``; its schedule is its own)."""
+    if _is_transformation(factory):
+        if config_class is not None:
+            raise RegistryError(
+                f"register_optimizer: {name!r} is a ready transformation, which takes no "
+                "settings; pass a factory to use config_class"
+            )
+        spec = OptimizerSpec(transformation=factory)
+    else:
+        spec = OptimizerSpec(factory, config_class)
+    _register("optimizer", name, spec, replace)
+
+
+def _is_transformation(value: Any) -> bool:
+    """An ``optax.GradientTransformation`` (a pair of init/update functions, not callable)."""
+    return (
+        not callable(value)
+        and callable(getattr(value, "init", None))
+        and callable(getattr(value, "update", None))
+    )
 
 
 def register_dataset(name: str, loader: Callable[..., Any], *, replace: bool = False) -> None:
