@@ -172,16 +172,7 @@ class Checkpoints:
             items[INTEGRITY] = ocp.args.JsonRestore()
         if data_iterator is not None:
             _check_iterator(data_iterator)
-            if folder.is_dir() and not (folder / DATA).is_dir():
-                raise MissingPart(
-                    f"{folder}: holds no data-iterator position (it was saved without one); "
-                    "restore without an iterator"
-                )
-            items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
-        try:
-            restored = self._manager.restore(step, args=ocp.args.Composite(**items))
-        except Exception as err:  # noqa: BLE001 - Orbax/TensorStore raise many types
-            raise CorruptCheckpoint(f"{folder}: cannot be restored ({_reason(err)})") from None
+        restored = self._read(step, items, data_iterator)
         parts = {name: restored[name] for name in (*arrays, *records)}
         if checked:
             digests = restored[INTEGRITY]
@@ -197,6 +188,22 @@ class Checkpoints:
                         f"{folder}: its {what} do not match the digest saved with them"
                     )
         return parts
+
+    def _read(self, step: int, items: dict[str, Any], data_iterator=None) -> Any:
+        """Orbax's composite restore of ``items`` (plus the iterator's position into
+        ``data_iterator``), every failure one :class:`CorruptCheckpoint` naming the folder."""
+        folder = self.directory / str(step)
+        if data_iterator is not None:
+            if folder.is_dir() and not (folder / DATA).is_dir():
+                raise MissingPart(
+                    f"{folder}: holds no data-iterator position (it was saved without one); "
+                    "restore without an iterator"
+                )
+            items = {**items, DATA: grain.checkpoint.CheckpointRestore(data_iterator)}
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as err:  # noqa: BLE001 - Orbax/TensorStore raise many types
+            raise CorruptCheckpoint(f"{folder}: cannot be restored ({_reason(err)})") from None
 
     def restore_latest_good(
         self, like: Any, data_iterator: grain.DatasetIterator | None = None
@@ -376,17 +383,4 @@ def _restore_as_saved(checkpoints: Checkpoints, step: int, iterator) -> Any:
     """The saved state without a template: nested dicts of arrays. (Its digest covers the
     saved tree's own types, which a template-less restore does not know, so it is checked
     only when a ``like`` is given.)"""
-    folder = checkpoints.directory / str(step)
-    items: dict[str, Any] = {STATE: ocp.args.StandardRestore()}
-    if iterator is not None:
-        if not (folder / DATA).is_dir():
-            raise MissingPart(
-                f"{folder}: holds no data-iterator position (it was saved without one); "
-                "restore without an iterator"
-            )
-        items[DATA] = grain.checkpoint.CheckpointRestore(iterator)
-    try:
-        restored = checkpoints._manager.restore(step, args=ocp.args.Composite(**items))
-    except Exception as err:  # noqa: BLE001 - Orbax/TensorStore raise many types
-        raise CorruptCheckpoint(f"{folder}: cannot be restored ({_reason(err)})") from None
-    return restored[STATE]
+    return checkpoints._read(step, {STATE: ocp.args.StandardRestore()}, iterator)[STATE]

@@ -88,7 +88,10 @@ def standalone(path: Path, runs: Path, rates: list[float]) -> float:
     return time.perf_counter() - started
 
 
-def fused(path: Path, rates: list[float]) -> float:
+def _fused_programs(path: Path):
+    """The fused single-member programs of (b) for ``path``: ``(config, data, pieces,
+    steps_per_epoch, epoch, evaluate)``; ``epoch(state, first_step)`` scans one epoch,
+    ``evaluate(state)`` sums the validation metrics (both jitted, compiled on first call)."""
     config = load_config(path)
     data = prepare_data(config.data)
     pieces = build_pieces(config, data)
@@ -119,6 +122,11 @@ def fused(path: Path, rates: list[float]) -> float:
         first = eval_step(state, jax.tree.map(lambda x: x[0], validation))
         return jax.lax.scan(body, first, jax.tree.map(lambda x: x[1:], validation))[0]
 
+    return config, data, pieces, steps_per_epoch, epoch, evaluate
+
+
+def fused(path: Path, rates: list[float]) -> float:
+    config, data, pieces, steps_per_epoch, epoch, evaluate = _fused_programs(path)
     started = time.perf_counter()
     for lr in rates:
         state = create_train_state(pieces.model, pieces.tx, data.input_shape, config.seed)
@@ -132,35 +140,7 @@ def fused(path: Path, rates: list[float]) -> float:
 def fused_objective(path: Path):
     """``objective(lr, wd) -> best validation accuracy``: one member trained by the fused
     single-member program of (b), compiled once."""
-    config = load_config(path)
-    data = prepare_data(config.data)
-    pieces = build_pieces(config, data)
-    n, batch = len(data.splits["train"]), config.data.batch_size
-    steps_per_epoch = n // batch
-    order = jnp.asarray(train_orders(n, batch, config.train.epochs, [config.data.seed])[0])
-    inputs = jnp.asarray(data.splits["train"].inputs)
-    labels = jnp.asarray(data.splits["train"].labels)
-    validation = jax.tree.map(
-        lambda x: jnp.asarray(x[0]), eval_arrays([data.splits["validation"]], 512)
-    )
-    step = make_train_step(pieces.model, pieces.tx, pieces.task)
-    eval_step = make_eval_step(pieces.model, pieces.task)
-
-    @jax.jit
-    def epoch(state, first):
-        def body(state, t):
-            rows = order[t]
-            return step(state, {"inputs": inputs[rows], "labels": labels[rows]})
-
-        return jax.lax.scan(body, state, first + jnp.arange(steps_per_epoch))
-
-    @jax.jit
-    def evaluate(state):
-        def body(totals, batch):
-            return jax.tree.map(jnp.add, totals, eval_step(state, batch)), None
-
-        first = eval_step(state, jax.tree.map(lambda x: x[0], validation))
-        return jax.lax.scan(body, first, jax.tree.map(lambda x: x[1:], validation))[0]
+    config, data, pieces, steps_per_epoch, epoch, evaluate = _fused_programs(path)
 
     def objective(lr: float, wd: float) -> float:
         state = create_train_state(pieces.model, pieces.tx, data.input_shape, config.seed)

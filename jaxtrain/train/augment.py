@@ -18,6 +18,16 @@ from jaxtrain.config.schema import AugmentConfig
 Augment = Callable[[jax.Array, jax.Array], jax.Array]
 
 
+def check_image_batch(shape: tuple[int, ...], geometric: bool) -> None:
+    """Flips and crops (``geometric``) act on ``[batch, height, width, channels]`` batches:
+    a ValueError naming ``train.augment`` for any other shape."""
+    if geometric and len(shape) != 4:
+        raise ValueError(
+            "train.augment: flips and crops need image batches [batch, height, width, "
+            f"channels]; these inputs have shape {tuple(shape)}"
+        )
+
+
 def flip_horizontal(images: jax.Array, key: jax.Array) -> jax.Array:
     """Mirror each image of ``f32[b, H, W, C]`` left-right with probability 1/2."""
     flip = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1, 1))
@@ -61,11 +71,7 @@ def build_augment(config: AugmentConfig, convert=None) -> Augment | None:
         if not in_step:
             return inputs
         crop_key, flip_key, noise_key = jax.random.split(key, 3)
-        if (config.flip_horizontal or config.crop_padding) and inputs.ndim != 4:
-            raise ValueError(
-                "train.augment: flips and crops need image batches [batch, height, width, "
-                f"channels]; these inputs have shape {inputs.shape}"
-            )
+        check_image_batch(inputs.shape, config.flip_horizontal or config.crop_padding)
         if config.crop_padding:
             inputs = random_crop(inputs, crop_key, config.crop_padding)
         if config.flip_horizontal:
@@ -118,11 +124,7 @@ class _HostAugment:
         self.flip, self.padding, self.noise_std = flip, padding, noise_std
 
     def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if (self.flip or self.padding) and images.ndim != 4:
-            raise ValueError(
-                "train.augment: flips and crops need image batches [batch, height, width, "
-                f"channels]; these inputs have shape {images.shape}"
-            )
+        check_image_batch(images.shape, self.flip or self.padding)
         if self.padding:
             images = host_random_crop(images, rng, self.padding)
         if self.flip:
