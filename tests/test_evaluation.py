@@ -17,8 +17,10 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 from jaxtrain.cli import main as main_cli
 from jaxtrain.config import AugmentConfig, load_config
 from jaxtrain.learning_curve import subsample
+from jaxtrain.metrics import bootstrap_ci, bootstrap_indices, roc_auc_ovr
 from jaxtrain.runner import learning_curve_run, train
 from jaxtrain.train import build_pieces
+from jaxtrain.train.analysis import BOOTSTRAP_RESAMPLES, classification_analysis
 from jaxtrain.train.augment import build_augment, flip_horizontal, random_crop
 from jaxtrain.train.diagnosis import diagnose
 from jaxtrain.train.tasks import classification
@@ -74,6 +76,37 @@ def test_held_out_analysis_equals_sklearn_on_the_runs_predictions(mlp_run) -> No
     assert 0.01 < accuracy["high"] - accuracy["low"] < 0.2
     assert (mlp_run.run_dir / "reliability.png").is_file()
     assert "95% bootstrap interval" in (mlp_run.run_dir / "report.md").read_text()
+
+
+def test_analysis_intervals_equal_a_numpy_bootstrap_over_the_same_draws() -> None:
+    """The run's intervals resample by row counts (scores sorted once); the reference draws
+    the same rows by index and scores each resample with scikit-learn / NumPy."""
+    rng = np.random.default_rng(3)
+    for num_classes in (2, 4):
+        labels = rng.integers(0, num_classes, 160)
+        logits = rng.normal(size=(160, num_classes)).astype(np.float32)
+        logits[np.arange(160), labels] += 1.0
+        logits[:40:2] = logits[1:40:2]  # tied scores
+        analysis = classification_analysis(logits, labels, seed=7)
+        probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+        key = jax.random.key(7)
+        rows = np.asarray(bootstrap_indices(key, 160, BOOTSTRAP_RESAMPLES))
+        correct = probs.argmax(1) == labels
+        accuracies = correct[rows].mean(1)
+        expected = np.quantile(accuracies, [0.025, 0.975])
+        interval = analysis["intervals"]["accuracy"]
+        assert [interval["low"], interval["high"]] == pytest.approx(expected, abs=1e-6)
+        auc_rows = np.asarray(bootstrap_indices(jax.random.fold_in(key, 1), 160, 1000))
+        if num_classes == 2:
+            aucs = [roc_auc_score(labels[r], probs[r, 1]) for r in auc_rows]
+            expected = np.quantile(aucs, [0.025, 0.975])
+        else:  # the index-resampled bootstrap: a sort per resample
+            _, *interval_bounds = bootstrap_ci(
+                lambda y, p: roc_auc_ovr(y, p), labels, probs, key=jax.random.fold_in(key, 1)
+            )
+            expected = [float(bound) for bound in interval_bounds]
+        interval = analysis["intervals"]["roc_auc"]
+        assert [interval["low"], interval["high"]] == pytest.approx(expected, abs=1e-6)
 
 
 def test_cost_section_counts_flops_twice_and_they_agree(mlp_run) -> None:

@@ -131,7 +131,9 @@ class Placement:
             return _stack_replicas(state, self.width)
         if self.kind == "sharded":
             return _put_global(state, self.state_shardings(state))
-        return state
+        # Committed to the device it is on: a state restored from a checkpoint is committed,
+        # and an uncommitted one would compile every step again for it (evaluation too).
+        return jax.tree.map(_committed, state)
 
     def host_state(self, state: Any) -> Any:
         """The state as checkpoints and evaluation want it: no device axis. (Under
@@ -286,6 +288,13 @@ def _put_local(value: np.ndarray, sharding: NamedSharding) -> jax.Array:
 def _first(tree: Any) -> Any:
     """The first replica of every leaf of a pmap-replicated tree."""
     return jax.tree.map(lambda x: x[0], tree)
+
+
+def _committed(leaf: Any) -> Any:
+    if isinstance(leaf, jax.Array) and not leaf.committed:
+        (device,) = leaf.devices()
+        return jax.device_put(leaf, device)
+    return leaf
 
 
 def _stack_replicas(tree: Any, width: int) -> Any:
