@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -n auto --dist loadfile
 
 test-slow: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -n auto --dist loadfile -m slow
+	$(VENV)/bin/python -m pytest -q -n auto --dist loadfile -m "slow or default_xla"
 
 test-all: test test-slow
 

@@ -1,14 +1,17 @@
 """Shared fixtures: one TFDS data directory and one XLA cache for the whole test run.
 
-Under pytest-xdist every worker uses the same two folders (the first worker to arrive builds
-the bundled datasets, the others wait on a lock), so programs one worker compiled are cache
-hits for the other. The two folders are kept between runs in ``.pytest_cache/jaxtrain/``: a
-second ``make test`` compiles only what changed (entries are keyed by the program, the JAX
-version and the device, so a stale one is never used; a full run adds about 40 MB, and
-deleting the folder is always safe). ``JAXTRAIN_TEST_CACHE=cold`` starts both empty in the
-run's temporary folder, as CI's fresh clone does. ``--profile-tests FILE`` records, per
-test, its wall time, the XLA compilations and compilation-cache hits it caused and the
-Python subprocesses it started (see docs/testing.md).
+Under pytest-xdist every worker uses the same two folders (the bundled datasets are built
+once, a lock per dataset, the workers taking them in different orders), so programs one
+worker compiled are cache hits for the other. The two folders are kept between runs in
+``.pytest_cache/jaxtrain/``: a second ``make test`` compiles only what changed (entries are
+keyed by the program, the JAX version, the XLA flags and the device, so a stale one is
+never used; a full run adds about 40 MB, and deleting the folder is always safe).
+``JAXTRAIN_TEST_CACHE=cold`` starts both empty in the run's temporary folder, as CI's fresh
+clone does. The default suite compiles with ``tests.support.FAST_COMPILE``.
+
+``--profile-tests FILE`` records, per test, its wall time, the XLA compilations, compile and
+tracing seconds and compilation-cache hits it caused, the Python subprocesses it started,
+its worker and when it finished (see docs/testing.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,22 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from tests.support import FAST_COMPILE
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before any test imports JAX: the default suite compiles with :data:`FAST_COMPILE`
+    (``JAXTRAIN_TEST_XLA=default`` keeps XLA's default; ``-m slow`` always does). Every
+    subprocess a test starts inherits the flags (``tests.support.forced_devices`` too)."""
+    markers = config.getoption("markexpr", "") or ""
+    slow_only = "slow" in markers and "not slow" not in markers
+    if slow_only or os.environ.get("JAXTRAIN_TEST_XLA", "").lower() == "default":
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    chosen = {flag.split("=")[0] for flag in flags.split()}
+    extra = [flag for flag in FAST_COMPILE.split() if flag.split("=")[0] not in chosen]
+    os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -73,14 +92,26 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["JAXTRAIN_DATA_DIR"] = str(path)
     from jaxtrain.data import LOCAL_BUILDERS, load_tfds
 
-    with _locked(root / "datasets.lock"):  # build once up front, before any test runs
-        for name in LOCAL_BUILDERS:
+    # Built once up front, before any test runs: a lock per dataset, and the xdist workers
+    # take them in different orders, so two workers build two datasets at a time.
+    names = list(LOCAL_BUILDERS)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    if int(worker.removeprefix("gw") or 0) % 2:
+        names.reverse()
+    for name in names:
+        with _locked(root / f"dataset-{name}.lock"):
             load_tfds(name, path)
     yield path
     if previous is None:
         os.environ.pop("JAXTRAIN_DATA_DIR", None)
     else:
         os.environ["JAXTRAIN_DATA_DIR"] = previous
+
+
+_TRACING = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+)
 
 
 class _Profile:
@@ -103,16 +134,22 @@ class _Profile:
 
         subprocess.Popen.__init__ = counted
 
-    def _duration(self, name: str, _seconds: float, **_kwargs) -> None:
+    def _duration(self, name: str, seconds: float, **_kwargs) -> None:
         if name == "/jax/core/compile/backend_compile_duration":
             self.counts["compiles"] += 1
+            self.counts["compile_seconds"] += seconds
+        elif name in _TRACING:
+            self.counts["tracing_seconds"] += seconds
 
     def _event(self, name: str, **_kwargs) -> None:
         if name == "/jax/compilation_cache/cache_hits":
             self.counts["cache_hits"] += 1
 
     def record(self, nodeid: str, seconds: float) -> None:
-        row = {"test": nodeid, "seconds": round(seconds, 3), **self.counts}
+        counts = {k: round(v, 3) if isinstance(v, float) else v for k, v in self.counts.items()}
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        row = {"test": nodeid, "seconds": round(seconds, 3), "worker": worker,
+               "finished": round(time.time(), 2), **counts}  # fmt: skip
         with open(self.path, "a") as handle:
             handle.write(json.dumps(row) + "\n")
         self.counts.clear()

@@ -5,12 +5,13 @@
 ``python -m tests.parallel_worker OUT_DIR SPEC...`` where a SPEC is ``NAME=OVERRIDES``, the
 overrides separated by ``;`` (``pmap=train.parallel=pmap``), or
 ``NAME=OVERRIDES>STOP>RESUME_OVERRIDES``: stopped after STOP steps, then resumed with the
-resume overrides (a checkpoint of one placement restored by another). Two tokens may stand
+resume overrides (a checkpoint of one placement restored by another). Three tokens may stand
 among the overrides: ``@lm`` trains the small Transformer LM of ``LM_YAML`` instead of the
 digits MLP, ``@until=N`` stops every leg of the run after step N (its state is then the one
-compared). Process 0 writes ``OUT_DIR/NAME.npz`` (final parameters and optimizer state,
-flattened by path) and ``OUT_DIR/NAME.json`` (test metrics, steps, devices, processes) for
-each.
+compared), ``@report`` runs the analysis stage (plots, ``report.md``), which is skipped
+otherwise (what is compared is the trained state and the test metrics). Process 0 writes
+``OUT_DIR/NAME.npz`` (final parameters and optimizer state, flattened by path) and
+``OUT_DIR/NAME.json`` (test metrics, steps, devices, processes) for each.
 """
 
 from __future__ import annotations
@@ -60,14 +61,17 @@ def run(out: Path, config_path: Path, name: str, spec: str):
         config_path = config_path.with_name("lm.yaml")
     until = [int(t.split("=")[1]) for t in tokens if t.startswith("@until=")]
     callbacks = (stop_at_step(until[0]),) if until else ()
+    report = "@report" in tokens
     overrides = [o for o in tokens if not o.startswith("@")]
     if not rest and not until:
-        return train(config_path, overrides, runs_dir=out / "runs", progress=False)
+        return train(config_path, overrides, runs_dir=out / "runs", progress=False, report=report)
     config = load_config(config_path, overrides)
     run_dir = new_run_dir(out / "runs", name)
     dump_config(config, run_dir / "config.yaml")
     if not rest:
-        return train_and_evaluate(config, run_dir, callbacks=callbacks, progress=False)
+        return train_and_evaluate(
+            config, run_dir, callbacks=callbacks, progress=False, report=report
+        )
     stop, _, resume_overrides = rest.partition(">")
     stopped = train_and_evaluate(
         config, run_dir, callbacks=(stop_at_step(int(stop)),), progress=False
@@ -75,9 +79,11 @@ def run(out: Path, config_path: Path, name: str, spec: str):
     assert stopped.status == "stopped", stopped
     resume_overrides = [o for o in resume_overrides.split(";") if o]
     if not until:  # the command's own resume path
-        return train(None, resume_overrides, resume=run_dir, progress=False)
+        return train(None, resume_overrides, resume=run_dir, progress=False, report=report)
     resume = load_config(run_dir / "config.yaml", resume_overrides)
-    return train_and_evaluate(resume, run_dir, resume=True, callbacks=callbacks, progress=False)
+    return train_and_evaluate(
+        resume, run_dir, resume=True, callbacks=callbacks, progress=False, report=report
+    )
 
 
 def main(out_dir: str, *specs: str) -> None:

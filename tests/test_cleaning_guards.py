@@ -133,27 +133,21 @@ def test_a_missing_label_and_a_text_target_are_named(tmp_path):
         prepare_data(config)
 
 
-def test_the_cli_refuses_past_the_cap_with_exit_2_and_writes_nothing(tmp_path):
-    import subprocess
-    import sys
-
-    from tests.support import ROOT
+def test_the_cli_refuses_past_the_cap_with_exit_2_and_writes_nothing(tmp_path, capsys):
+    from jaxtrain.cli import main
 
     runs = tmp_path / "runs"
-    command = [
-        sys.executable,
-        "-m",
-        "jaxtrain.cli",
+    code = main([
         "train",
         str(CONFIGS / "csv_cleaning.yaml"),
         "data.prepare.max_drop_fraction=0.05",
         "data.prepare.label_errors.action=off",
         "--runs-dir",
         str(runs),
-    ]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
+    ])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
     assert len(lines) == 1 and "data.prepare.max_drop_fraction: cleaning would drop" in lines[0]
-    assert "duplicates" in lines[0] and "Traceback" not in done.stderr
+    assert "duplicates" in lines[0] and "Traceback" not in err
     assert not runs.exists()

@@ -162,7 +162,7 @@ def test_a_run_made_to_overfit_is_diagnosed_and_early_stopping_restores_the_best
     assert full.step == full.total_steps
 
     stopped = train(overfit_yaml, ["train.early_stopping={patience: 3}"], runs_dir=tmp_path,
-                    progress=False)  # fmt: skip
+                    progress=False, report=False)  # fmt: skip
     summary = json.loads((stopped.run_dir / "metrics.json").read_text())
     early = summary["training"]["early_stopped"]
     assert stopped.status == "finished" and stopped.step == early["step"] < stopped.total_steps

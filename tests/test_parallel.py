@@ -159,7 +159,7 @@ def test_two_processes_equal_the_single_device_run(tmp_path: Path, parallel: str
     processes = [
         _worker(
             tmp_path,
-            {"multi": f"train.parallel={parallel}"},
+            {"multi": f"train.parallel={parallel};@report"},
             {
                 "XLA_FLAGS": forced_devices(2),
                 "JAX_PLATFORMS": "cpu",
@@ -178,7 +178,9 @@ def test_two_processes_equal_the_single_device_run(tmp_path: Path, parallel: str
     config_path = tmp_path / "reference.yaml"
     config_path.write_text(YAML)
     (tmp_path / "reference").mkdir()
-    reference = train_and_evaluate(load_config(config_path), tmp_path / "reference", progress=False)
+    reference = train_and_evaluate(
+        load_config(config_path), tmp_path / "reference", progress=False, report=False
+    )
     flat = {
         jax.tree_util.keystr(path): np.asarray(leaf)
         for path, leaf in jax.tree_util.tree_leaves_with_path(
@@ -193,6 +195,7 @@ def test_two_processes_equal_the_single_device_run(tmp_path: Path, parallel: str
     steps = [r["step"] for r in records if r["split"] == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == 18
     assert len(list((tmp_path / "runs" / "parallel").iterdir())) == 1
+    assert "## Held-out analysis (test split)" in (run_dir / "report.md").read_text()
 
 
 # -- one device: fused epochs, accumulation, precision, remat --------------------------

@@ -30,6 +30,7 @@ from jaxtrain.sweep.space import expand, state_entries, vmappable
 from jaxtrain.train.optim import build_optimizer, find_hyperparams, scale_learning_rate
 from jaxtrain.train.state import TrainState, create_train_state
 from jaxtrain.train.step import make_train_step
+from tests.support import xla_defaults
 
 MODEL = MLP(hidden=(16,), num_classes=3)
 
@@ -78,10 +79,13 @@ def _max_difference(a, b) -> float:
     )
 
 
+@pytest.mark.default_xla
 def test_a_plain_adamw_in_make_train_step_equals_the_hand_loop() -> None:
     plain, metrics = _train_with_step(optax.adamw(3e-3))
     assert "learning_rate" not in metrics  # a plain optax state keeps it to itself
-    assert _max_difference(plain.params, _hand_loop(optax.adamw(3e-3))) == 0.0
+    # Bitwise under XLA's defaults; a few float32 ulps of |params| < 1 under the fast flags.
+    tolerance = 0.0 if xla_defaults() else 2e-7
+    assert _max_difference(plain.params, _hand_loop(optax.adamw(3e-3))) <= tolerance
     moved = _max_difference(plain.params, create_train_state(MODEL, optax.sgd(0), (5,), 0).params)
     assert moved > 1e-2  # 50 steps moved the parameters: the comparison could fail
 

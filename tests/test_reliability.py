@@ -47,7 +47,7 @@ def straight(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("straight")
     config = load_config(_config(tmp), OVERRIDES)
     (tmp / "run").mkdir()
-    return train_and_evaluate(config, tmp / "run", progress=False)
+    return train_and_evaluate(config, tmp / "run", progress=False, report=False)
 
 
 def _same(a, b) -> bool:
@@ -80,7 +80,7 @@ def test_kill_9_at_random_moments_then_resume_is_bitwise_exact(
     process.wait(timeout=60)
     run_dir = jsonl.parent
     assert not (run_dir / "metrics.json").exists(), "the kill came too late to test anything"
-    resumed = train(None, resume=run_dir, progress=False)
+    resumed = train(None, resume=run_dir, progress=False, report=False)
     assert resumed.status == "finished"
     assert _same(resumed.state, straight.state)
 
@@ -112,7 +112,7 @@ def test_a_truncated_newest_checkpoint_is_reported_and_resume_falls_back(
     run_dir = _stopped_run(tmp_path, at=17)  # checkpoints at 7, 14 (validations) and 17 (stop)
     target = _largest_file(run_dir / "checkpoints" / "17" / "state")
     target.write_bytes(target.read_bytes()[: target.stat().st_size // 3])
-    resumed = train(None, resume=run_dir, progress=False)
+    resumed = train(None, resume=run_dir, progress=False, report=False)
     err = capfd.readouterr().err
     assert "checkpoints/17" in err and "trying an older checkpoint" in err
     assert resumed.status == "finished" and _same(resumed.state, straight.state)
@@ -125,7 +125,7 @@ def test_an_edited_checkpoint_fails_its_digest(straight, tmp_path, capfd) -> Non
     record = json.loads(integrity.read_text())
     record["state_sha256"] = "0" * 64  # what any change to the arrays amounts to
     integrity.write_text(json.dumps(record))
-    resumed = train(None, resume=run_dir, progress=False)
+    resumed = train(None, resume=run_dir, progress=False, report=False)
     assert "do not match the digest" in capfd.readouterr().err
     assert _same(resumed.state, straight.state)
 

@@ -106,7 +106,7 @@ def test_resnet_batch_stats_update_in_train_mode_only_and_are_used_in_eval():
 
 def test_resnet_loss_falls_on_digits():
     model = ResNet((1, 1), (8, 16), num_classes=10)
-    x, y = _digits(256)
+    x, y = _digits(128)
     variables = jax.jit(model.init)(jax.random.key(0), x[:1])
     optimizer = optax.adam(1e-2)
 
@@ -130,7 +130,7 @@ def test_resnet_loss_falls_on_digits():
         return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
     params, batch_stats = variables["params"], variables["batch_stats"]
-    batches = (x.reshape(4, 64, 8, 8, 1), y.reshape(4, 64))
+    batches = (x.reshape(4, 32, 8, 8, 1), y.reshape(4, 32))
     epochs = jax.tree.map(lambda a: np.concatenate([a] * 8), batches)  # 32 steps
     carry = (params, batch_stats, optimizer.init(params))
     _, losses = jax.jit(lambda c, b: jax.lax.scan(step, c, b))(carry, epochs)

@@ -140,7 +140,9 @@ def test_same_config_and_seed_give_identical_results(tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        runs.append(train_and_evaluate(config, tmp_path / name, data=data, progress=False))
+        runs.append(
+            train_and_evaluate(config, tmp_path / name, data=data, progress=False, report=False)
+        )
     assert _leaves_equal(runs[0].state, runs[1].state)
     assert runs[0].test == runs[1].test
 
@@ -151,7 +153,9 @@ def test_resume_is_bitwise_identical(tmp_path: Path, stop_at: int) -> None:
     _, config = _config(tmp_path)
     data = prepare_data(config.data)
     (tmp_path / "straight").mkdir()
-    straight = train_and_evaluate(config, tmp_path / "straight", data=data, progress=False)
+    straight = train_and_evaluate(
+        config, tmp_path / "straight", data=data, progress=False, report=False
+    )
 
     run_dir = new_run_dir(tmp_path / "runs", config.name)
     dump_config(config, run_dir / "config.yaml")
@@ -160,7 +164,7 @@ def test_resume_is_bitwise_identical(tmp_path: Path, stop_at: int) -> None:
     )
     assert (stopped.status, stopped.step) == ("stopped", stop_at)
     assert not (run_dir / "metrics.json").exists()
-    resumed = train(None, resume=run_dir, progress=False)
+    resumed = train(None, resume=run_dir, progress=False, report=False)
     assert resumed.status == "finished" and resumed.step == straight.step
     assert _leaves_equal(resumed.state, straight.state)
     assert resumed.test == straight.test
@@ -170,7 +174,7 @@ def test_resume_is_bitwise_identical(tmp_path: Path, stop_at: int) -> None:
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_finishes_exactly(tmp_path: Path) -> None:
-    overrides = ["train.epochs=10", "train.eval_every=50"]
+    overrides = ["train.epochs=6", "train.eval_every=50"]
     path, config = _config(tmp_path, overrides)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [
@@ -200,9 +204,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_exactly(tmp_path: Path) 
     assert "stopped at step" in output and "--resume" in output, output
     run_dir = jsonl.parent
     assert not (run_dir / "metrics.json").exists()
-    resumed = train(None, resume=run_dir, progress=False)
+    resumed = train(None, resume=run_dir, progress=False, report=False)
     (tmp_path / "straight").mkdir()
-    straight = train_and_evaluate(config, tmp_path / "straight", progress=False)
+    straight = train_and_evaluate(config, tmp_path / "straight", progress=False, report=False)
     assert _leaves_equal(resumed.state, straight.state)
 
 
@@ -236,9 +240,9 @@ def test_resume_without_any_checkpoint_starts_over_cleanly(tmp_path: Path) -> No
     run_dir = new_run_dir(tmp_path / "runs", config.name)
     dump_config(config, run_dir / "config.yaml")
     (run_dir / "metrics.jsonl").write_text('{"step": 5, "split": "train", "loss": 9.0}\n')
-    resumed = train(None, resume=run_dir, progress=False)
+    resumed = train(None, resume=run_dir, progress=False, report=False)
     (tmp_path / "straight").mkdir()
-    straight = train_and_evaluate(config, tmp_path / "straight", progress=False)
+    straight = train_and_evaluate(config, tmp_path / "straight", progress=False, report=False)
     assert _leaves_equal(resumed.state, straight.state)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(r.get("loss") != 9.0 for r in records)
