@@ -121,7 +121,8 @@ _TRACING = (
 
 
 class _Profile:
-    """Counts XLA compilations, compilation-cache hits and Python subprocesses per test."""
+    """Per test: XLA compilations and their seconds, tracing seconds, compilation-cache
+    hits and Python subprocesses."""
 
     def __init__(self, path: Path):
         import jax.monitoring

@@ -8,9 +8,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
-# How XLA compiles for the CPU in the default suite: LLVM at -O0, and the older (non-MLIR)
-# fusion emitters. Together a tiny run's programs compile about 4x faster (2.6 s -> 0.65 s
-# for the digits MLP's 15), and the suite's programs are too small to run slower for it.
+# How XLA compiles for the CPU in the default suite: LLVM at -O0, the older (non-MLIR)
+# fusion emitters and no codegen threads (two workers share 2 cores). Together a tiny run's
+# programs compile about 5x faster (2.6 s -> 0.5 s for the digits MLP's), and the suite's
+# programs are too small to run slower for it (convolutions aside: docs/testing.md).
 # The tests marked slow keep XLA's defaults, so CI checks the same invariants both ways.
 FAST_COMPILE = (
     "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false "

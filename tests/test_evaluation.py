@@ -96,13 +96,14 @@ def test_analysis_intervals_equal_a_numpy_bootstrap_over_the_same_draws() -> Non
         expected = np.quantile(accuracies, [0.025, 0.975])
         interval = analysis["intervals"]["accuracy"]
         assert [interval["low"], interval["high"]] == pytest.approx(expected, abs=1e-6)
-        auc_rows = np.asarray(bootstrap_indices(jax.random.fold_in(key, 1), 160, 1000))
+        auc_key = jax.random.fold_in(key, 1)
+        auc_rows = np.asarray(bootstrap_indices(auc_key, 160, BOOTSTRAP_RESAMPLES))
         if num_classes == 2:
             aucs = [roc_auc_score(labels[r], probs[r, 1]) for r in auc_rows]
             expected = np.quantile(aucs, [0.025, 0.975])
         else:  # the index-resampled bootstrap: a sort per resample
             _, *interval_bounds = bootstrap_ci(
-                lambda y, p: roc_auc_ovr(y, p), labels, probs, key=jax.random.fold_in(key, 1)
+                lambda y, p: roc_auc_ovr(y, p), labels, probs, key=auc_key
             )
             expected = [float(bound) for bound in interval_bounds]
         interval = analysis["intervals"]["roc_auc"]
